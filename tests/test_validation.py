@@ -1,0 +1,113 @@
+"""Bad input is rejected with a ValueError or TypeError that names the argument (SPEC.md property 7)."""
+
+import pytest
+import torch
+
+import pc_kernels
+from pc_kernels import reference
+from helpers import random_features
+
+X = random_features(6, 3, seed=61)
+Y = random_features(6, 4, seed=62)
+
+
+@pytest.mark.parametrize(
+    "student, teacher, error, words",
+    [
+        (X[:2], Y[:2], ValueError, ["student", "n >= 3"]),
+        (X, Y[:5], ValueError, ["same number of samples", "n = 6", "n = 5"]),
+        (X.long(), Y, TypeError, ["student", "floating dtype", "int64"]),
+        (X, Y.int(), TypeError, ["teacher", "floating dtype", "int32"]),
+        (X, Y.bool(), TypeError, ["teacher", "floating dtype"]),
+        (X.tolist(), Y, TypeError, ["student", "torch.Tensor", "list"]),
+        (X, None, TypeError, ["teacher", "torch.Tensor"]),
+        (torch.tensor(1.0), Y, ValueError, ["student", "0-d"]),
+        (torch.zeros(6, 0), Y, ValueError, ["student", "at least one feature"]),
+        (X, Y.to("meta"), ValueError, ["same device", "cpu", "meta"]),
+    ],
+)
+def test_bad_features_are_rejected(student, teacher, error, words):
+    with pytest.raises(error) as info:
+        pc_kernels.perception_coherence_loss(student, teacher)
+    for word in words:
+        assert word in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "options, error, words",
+    [
+        (dict(tau=0.0), ValueError, ["tau", "> 0", "0.0"]),
+        (dict(tau=-1), ValueError, ["tau", "> 0"]),
+        (dict(tau=float("nan")), ValueError, ["tau", "finite"]),
+        (dict(tau=float("inf")), ValueError, ["tau", "finite"]),
+        (dict(tau="0.1"), TypeError, ["tau", "real number", "str"]),
+        (dict(tau=True), TypeError, ["tau", "bool"]),
+        (dict(dissimilarity="manhattan"), ValueError, ["dissimilarity", "'euclidean'", "'cosine'", "'manhattan'"]),
+        (dict(discrepancy="kl"), ValueError, ["discrepancy", "'mse'", "'spearman'", "'kl'"]),
+        (dict(teacher_ranks="exact"), ValueError, ["teacher_ranks", "'soft'", "'hard'"]),
+        (dict(normalize="l2"), ValueError, ["normalize", "'row_std'", "'none'"]),
+        (dict(reduction="max"), ValueError, ["reduction", "'mean'", "'sum'", "'none'"]),
+        (dict(reduction=None), ValueError, ["reduction", "None"]),
+        (dict(backend="cuda"), ValueError, ["backend", "'auto'", "'torch'", "'triton'", "'cuda'"]),
+        (dict(rows=(3, 3)), ValueError, ["rows", "start < end"]),
+        (dict(rows=(-1, 2)), ValueError, ["rows", "0 <= start"]),
+        (dict(rows=5), TypeError, ["rows", "pair of ints"]),
+        (dict(rows=(0.0, 2.0)), TypeError, ["rows", "pair of ints"]),
+        (dict(chunk_rows=0), ValueError, ["chunk_rows", ">= 1"]),
+    ],
+)
+def test_bad_options_are_rejected_by_function_and_module(options, error, words):
+    with pytest.raises(error) as info:
+        pc_kernels.perception_coherence_loss(X, Y, **options)
+    for word in words:
+        assert word in str(info.value)
+    with pytest.raises(error):
+        pc_kernels.PerceptionCoherenceLoss(**options)
+
+
+def test_rows_beyond_the_batch_are_rejected():
+    with pytest.raises(ValueError, match=r"rows must satisfy end <= n = 6"):
+        pc_kernels.perception_coherence_loss(X, Y, rows=(2, 7))
+
+
+def test_helper_functions_validate_their_arguments():
+    with pytest.raises(ValueError, match="dissimilarity must be one of"):
+        pc_kernels.pairwise_dissimilarity(X, "hamming")
+    with pytest.raises(TypeError, match="features must have a floating dtype"):
+        pc_kernels.soft_ranks(X.long())
+    with pytest.raises(ValueError, match="features must hold n >= 3"):
+        pc_kernels.soft_ranks(X[:2])
+    with pytest.raises(TypeError, match="hard must be a bool"):
+        pc_kernels.soft_ranks(X, hard="yes")
+    with pytest.raises(ValueError, match="tau must be"):
+        pc_kernels.soft_ranks(X, tau=0)
+
+
+def test_reference_refuses_sizes_above_its_memory_limit():
+    reference.set_memory_limit(2**20)
+    try:
+        x = random_features(80, 3, seed=63)
+        with pytest.raises(ValueError, match=r"backend='reference' would need about .* use backend='torch'"):
+            pc_kernels.perception_coherence_loss(x, x, backend="reference")
+    finally:
+        reference.set_memory_limit(None)
+    assert reference.memory_limit_bytes() == 4 * 2**30
+
+
+def test_reference_limit_rejects_bad_values():
+    with pytest.raises(ValueError, match="limit_bytes"):
+        reference.set_memory_limit(-5)
+
+
+def test_triton_without_gpu_or_interpreter_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(RuntimeError, match="backend='triton' is not available for tensors on cpu"):
+        pc_kernels.perception_coherence_loss(X, Y, backend="triton")
+
+
+def test_auto_resolves_to_the_torch_backend_on_cpu():
+    assert pc_kernels.resolve_backend("auto", "cpu") == "torch"
+    criterion = pc_kernels.PerceptionCoherenceLoss()
+    criterion(X, Y)
+    assert criterion.last_backend == "torch"
+    assert "tau=0.1" in repr(criterion)
