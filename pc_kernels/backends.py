@@ -13,7 +13,6 @@ Reductions, option validation and dtype handling live above them, in ``loss.py``
 from __future__ import annotations
 
 import functools
-import importlib
 import importlib.util
 import os
 from types import ModuleType
@@ -86,5 +85,15 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
 
 
 def backend_module(name: str) -> ModuleType:
-    """The module implementing a resolved backend name."""
-    return importlib.import_module(_MODULES[name])
+    """The module implementing a resolved backend name.
+
+    Static imports rather than importlib, so that torch.compile can trace this call; triton is
+    still imported only when the triton backend is first used.
+    """
+    if name == "triton":
+        from . import triton_backend as module
+    elif name == "torch":
+        from . import torch_backend as module
+    else:
+        from . import reference as module
+    return module

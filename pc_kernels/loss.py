@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .backends import backend_module, resolve_backend
+from .distributed import distributed_active, global_batch_loss
 from .options import LossOptions, check_dissimilarity, check_features, prepare_inputs
 
 
@@ -22,7 +23,19 @@ def _reduce(per_row: torch.Tensor, reduction: str) -> torch.Tensor:
 
 
 def compute_loss(student: torch.Tensor, teacher: torch.Tensor, options: LossOptions) -> tuple[torch.Tensor, str]:
-    """The loss for validated ``options``, and the name of the backend that computed it."""
+    """The loss for validated ``options``, and the name of the backend that computed it.
+
+    With ``options.distributed`` and torch.distributed initialized, the features are this
+    rank's slice of a global batch (``pc_kernels.distributed.global_batch_loss``).
+    """
+    if options.distributed and distributed_active():
+        return global_batch_loss(student, teacher, options, _single_process_loss)
+    return _single_process_loss(student, teacher, options)
+
+
+def _single_process_loss(
+    student: torch.Tensor, teacher: torch.Tensor, options: LossOptions
+) -> tuple[torch.Tensor, str]:
     s, t = prepare_inputs(student, teacher)
     name = resolve_backend(options.backend, s.device)
     if options.teacher_ranks == "hard":
@@ -45,6 +58,7 @@ def perception_coherence_loss(
     backend: str = "auto",
     rows: tuple[int, int] | None = None,
     chunk_rows: int | None = None,
+    distributed: bool = False,
 ) -> torch.Tensor:
     """Perception coherence loss between student and teacher features of one batch.
 
@@ -62,6 +76,13 @@ def perception_coherence_loss(
         rows: ``None`` (all reference rows) or ``(start, end)`` to compute only reference
             rows ``start <= i < end`` against the whole batch.
         chunk_rows: torch backend's rows per chunk; ``None`` derives it from its memory budget.
+        distributed: when True and torch.distributed is initialized, student and teacher are
+            this rank's (n_r, ·) slice of a global batch of N = Σ_r n_r samples: the features
+            are all-gathered, this rank computes its own n_r reference rows against all N, and
+            the result has the value of the single-process loss on the concatenated batch and
+            a gradient scaled by the world size, so that after DDP averages gradients every
+            parameter's gradient equals that loss's ("none": this rank's (n_r,) own-row
+            losses). See ``pc_kernels.distributed``. A no-op when not initialized. Default False.
 
     Returns:
         A scalar for reduction "mean"/"sum", else the (end − start,) vector of per-reference
@@ -78,6 +99,7 @@ def perception_coherence_loss(
         backend=backend,
         rows=rows,
         chunk_rows=chunk_rows,
+        distributed=distributed,
     ).validated()
     return compute_loss(student, teacher, options)[0]
 
@@ -107,6 +129,7 @@ class PerceptionCoherenceLoss(nn.Module):
         backend: str = "auto",
         rows: tuple[int, int] | None = None,
         chunk_rows: int | None = None,
+        distributed: bool = False,
     ) -> None:
         super().__init__()
         self.options = LossOptions(
@@ -119,6 +142,7 @@ class PerceptionCoherenceLoss(nn.Module):
             backend=backend,
             rows=rows,
             chunk_rows=chunk_rows,
+            distributed=distributed,
         ).validated()
         self.last_backend: str | None = None
 
@@ -131,7 +155,7 @@ class PerceptionCoherenceLoss(nn.Module):
         return (
             f"tau={o.tau}, dissimilarity={o.dissimilarity!r}, discrepancy={o.discrepancy!r}, "
             f"teacher_ranks={o.teacher_ranks!r}, normalize={o.normalize!r}, "
-            f"reduction={o.reduction!r}, backend={o.backend!r}"
+            f"reduction={o.reduction!r}, backend={o.backend!r}, distributed={o.distributed}"
         )
 
 

@@ -71,6 +71,9 @@ class LossOptions:
             batch. "mean" then averages over those ``end - start`` rows.
         chunk_rows: torch backend only: reference rows processed per chunk. ``None``
             (default) derives it from the backend's memory budget.
+        distributed: ``False`` (default) or ``True``: when torch.distributed is initialized,
+            treat each rank's features as its slice of a global batch (see
+            ``pc_kernels.distributed``); a no-op otherwise. Excludes ``rows``.
     """
 
     tau: float = 0.1
@@ -82,6 +85,7 @@ class LossOptions:
     backend: str = "auto"
     rows: tuple[int, int] | None = None
     chunk_rows: int | None = None
+    distributed: bool = False
 
     def validated(self) -> "LossOptions":
         """Return a copy with ``tau`` as float and ``rows`` as a tuple; raise on bad values."""
@@ -108,6 +112,12 @@ class LossOptions:
             isinstance(chunk, bool) or not isinstance(chunk, numbers.Integral) or chunk < 1
         ):
             raise ValueError(f"chunk_rows must be None or an int >= 1; got {chunk!r}")
+        if not isinstance(self.distributed, bool):
+            raise TypeError(f"distributed must be a bool; got {self.distributed!r}")
+        if self.distributed and rows is not None:
+            raise ValueError(
+                f"rows must be None when distributed=True (each rank's rows are its own samples); got {rows!r}"
+            )
         return replace(self, tau=tau, rows=rows)
 
     def row_range(self, n: int) -> tuple[int, int]:
