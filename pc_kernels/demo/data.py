@@ -64,9 +64,17 @@ def _split(name: str, x: np.ndarray, y: np.ndarray) -> Split:
     train_x, test_x, train_y, test_y = train_test_split(
         x, y, test_size=TEST_FRACTION, stratify=y, random_state=SPLIT_SEED
     )
-    as_x = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
-    as_y = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))  # noqa: E731
-    return Split(name, as_x(train_x), as_y(train_y), as_x(test_x), as_y(test_y))
+    return Split(
+        name,
+        _tensor(train_x, np.float32),
+        _tensor(train_y, np.int64),
+        _tensor(test_x, np.float32),
+        _tensor(test_y, np.int64),
+    )
+
+
+def _tensor(array: np.ndarray, dtype: type) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(array, dtype=dtype))
 
 
 def load_digits_split() -> Split:

@@ -1,0 +1,215 @@
+"""One harness run: data, teacher, the sweep of students over (width, seed, method), evaluation."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import itertools
+import os
+import platform
+import statistics
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..backends import resolve_backend
+from .config import TEACHER, UNTRAINED, DemoConfig
+from .data import Split, load_digits_split, load_image_folder_split
+from .evaluate import MEASURES, evaluate_embeddings
+from .models import parameter_count, student
+from .teacher_cache import default_cache_dir, load_or_train_teacher
+from .train import StudentRun, distill_student, untrained_student
+
+Embedder = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Record:
+    """The evaluation of one model: a (method, width, seed) student, or the teacher (width = its dim)."""
+
+    method: str
+    width: int
+    seed: int
+    metrics: dict[str, float]
+    seconds_per_step: float | None = None
+    steps: int | None = None
+    final_loss: float | None = None
+
+
+@dataclass
+class ExperimentResult:
+    """Everything a report is made of.
+
+    Attributes:
+        config: the validated settings.
+        environment: device, versions, date, threads, the perception coherence backend used.
+        data: dataset name and split sizes.
+        teacher: the teacher's cache file, whether it was cached, its parameter count.
+        records: one per evaluated model.
+        embeddings: (method, width) → first seed's held-out embeddings (n_test, width), for plots;
+            ``(TEACHER, q)`` holds the teacher's features.
+        test_labels: (n_test,) held-out labels, for plots.
+    """
+
+    config: DemoConfig
+    environment: dict[str, object]
+    data: dict[str, object]
+    teacher: dict[str, object]
+    records: list[Record]
+    embeddings: dict[tuple[str, int], np.ndarray] = field(repr=False)
+    test_labels: np.ndarray = field(repr=False)
+
+    def summary(self) -> dict[str, dict[int, dict[str, dict[str, float]]]]:
+        """method → width → measure (and "seconds_per_step") → {"mean", "std"} over seeds.
+
+        std is the sample standard deviation (ddof = 1); 0 for a single seed.
+        """
+        grouped: dict[str, dict[int, list[Record]]] = {}
+        for record in self.records:
+            grouped.setdefault(record.method, {}).setdefault(record.width, []).append(record)
+        out: dict[str, dict[int, dict[str, dict[str, float]]]] = {}
+        for method, by_width in grouped.items():
+            for width, records in by_width.items():
+                values = {m: [r.metrics[m] for r in records] for m in MEASURES}
+                if records[0].seconds_per_step is not None:
+                    values["seconds_per_step"] = [r.seconds_per_step for r in records]
+                out.setdefault(method, {})[width] = {name: _mean_std(v) for name, v in values.items()}
+        return out
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "config": asdict(self.config),
+            "environment": self.environment,
+            "data": self.data,
+            "teacher": self.teacher,
+            "records": [asdict(r) for r in self.records],
+            "summary": self.summary(),
+        }
+
+
+def _mean_std(values: list[float]) -> dict[str, float]:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": statistics.fmean(values), "std": std}
+
+
+@contextlib.contextmanager
+def run_settings(threads: int | None) -> Iterator[None]:
+    """Deterministic torch kernels (a warning where none exists) and ``threads`` CPU threads
+    (unchanged if ``None``) for the duration of a run; the previous settings are restored after."""
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    previous_threads = torch.get_num_threads()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+        torch.set_num_threads(previous_threads)
+
+
+def load_split(config: DemoConfig) -> Split:
+    """The digits split, or the user's image folder when ``config.image_folder`` is set."""
+    if config.image_folder is None:
+        return load_digits_split()
+    return load_image_folder_split(config.image_folder, config.image_size)
+
+
+def _environment(config: DemoConfig, device: torch.device) -> dict[str, object]:
+    if device.type == "cuda":
+        hardware = torch.cuda.get_device_name(device)
+    else:
+        hardware = f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+    return {
+        "device": str(device),
+        "hardware": hardware,
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "pc_backend": resolve_backend(config.backend, device),
+    }
+
+
+@torch.no_grad()
+def _embed(model: Embedder, x: torch.Tensor) -> torch.Tensor:
+    return model(x).cpu()
+
+
+def run_experiment(config: DemoConfig) -> ExperimentResult:
+    """Train the teacher (or load it from the cache) and every student of ``config``; evaluate all.
+
+    Raises:
+        ValueError: a setting is invalid (see ``DemoConfig.validated``) or ``batch_size``
+            exceeds the training split.
+    """
+    config = config.validated()
+    device = torch.device(config.device)
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    split = load_split(config)
+    n_train = split.train_x.shape[0]
+    if config.batch_size > n_train:
+        raise ValueError(f"batch_size must be <= the {n_train} training samples; got {config.batch_size}")
+    cache_dir = Path(config.cache_dir) if config.cache_dir is not None else default_cache_dir()
+    np.random.seed(config.seed)
+    on_device = split.to(device)
+    with run_settings(config.threads):
+        environment = _environment(config, device)
+        teacher, cache_file, cached = load_or_train_teacher(
+            split, epochs=config.teacher_epochs, seed=config.seed, device=device,
+            cache_dir=cache_dir, progress=config.progress,
+        )
+        with torch.no_grad():
+            teacher_train = teacher.features(on_device.train_x)
+            teacher_test = teacher.features(on_device.test_x)
+
+        records: list[Record] = []
+        embeddings: dict[tuple[str, int], np.ndarray] = {}
+
+        def record(method: str, width: int, seed: int, model: Embedder, run: StudentRun | None) -> None:
+            test_embedding = _embed(model, on_device.test_x)
+            metrics = evaluate_embeddings(
+                _embed(model, on_device.train_x), split.train_y, test_embedding, split.test_y,
+                teacher_test, config.eval_metric,
+            )
+            cost = (run.seconds_per_step, run.steps, run.final_loss) if run is not None else (None, None, None)
+            records.append(Record(method, width, seed, metrics, *cost))
+            embeddings.setdefault((method, width), test_embedding.numpy())
+
+        record(TEACHER, teacher_test.shape[1], config.seed, teacher.features, None)
+        seeds = range(config.seed, config.seed + config.seeds)
+        jobs = tqdm(total=len(config.widths) * len(seeds) * len(config.methods), desc="students",
+                    unit="student", disable=not config.progress)
+        with jobs:
+            for width, seed in itertools.product(config.widths, seeds):
+                record(UNTRAINED, width, seed, untrained_student(split.train_x.shape[1], width, seed, device), None)
+                for method in config.methods:
+                    run = distill_student(
+                        method, on_device.train_x, teacher_train, width=width, seed=seed,
+                        epochs=config.student_epochs, batch_size=config.batch_size, lr=config.lr,
+                        tau=config.tau, backend=config.backend, progress=config.progress,
+                    )
+                    record(method, width, seed, run.model, run)
+                    jobs.update()
+    return ExperimentResult(
+        config=config,
+        environment=environment,
+        data={"name": split.name, "train": n_train, "test": split.test_x.shape[0], "features": split.train_x.shape[1]},
+        teacher={
+            "cache_file": str(cache_file),
+            "loaded_from_cache": cached,
+            "parameters": parameter_count(teacher),
+            "feature_dim": teacher_test.shape[1],
+            "student_parameters": {w: parameter_count(student(split.train_x.shape[1], w)) for w in config.widths},
+        },
+        records=records,
+        embeddings=embeddings,
+        test_labels=split.test_y.numpy(),
+    )

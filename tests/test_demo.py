@@ -1,0 +1,304 @@
+"""The distillation harness (pc_kernels.demo): baseline losses and evaluation measures against
+brute-force oracles written here, option errors, the teacher cache, and a quick end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+from sklearn.neighbors import KNeighborsClassifier
+
+from pc_kernels.demo import baselines
+from pc_kernels.demo.__main__ import main
+from pc_kernels.demo.config import DemoConfig
+from pc_kernels.demo.data import load_digits_split, load_image_folder_split
+from pc_kernels.demo.evaluate import (
+    MEASURES,
+    knn_accuracy,
+    neighbour_overlap,
+    recall_at_k,
+    spearman_coherence,
+)
+from pc_kernels.demo.experiment import run_experiment
+from pc_kernels.demo.report import comparison
+from pc_kernels.demo.teacher_cache import load_or_train_teacher
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The harness's models are tiny: one CPU thread is fastest, above all on a busy machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _huber(x: float) -> float:
+    return 0.5 * x * x if abs(x) < 1 else abs(x) - 0.5
+
+
+def _dist(a: torch.Tensor, b: torch.Tensor) -> float:
+    return math.sqrt(sum((float(u) - float(v)) ** 2 for u, v in zip(a, b)))
+
+
+def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(a @ b) / (float(a.norm()) * float(b.norm()))
+
+
+def _rkd_distance_oracle(s: torch.Tensor, t: torch.Tensor) -> float:
+    pairs = [(i, j) for i in range(len(s)) for j in range(len(s)) if i != j]
+    mu_s = sum(_dist(s[i], s[j]) for i, j in pairs) / len(pairs)
+    mu_t = sum(_dist(t[i], t[j]) for i, j in pairs) / len(pairs)
+    return sum(_huber(_dist(s[i], s[j]) / mu_s - _dist(t[i], t[j]) / mu_t) for i, j in pairs) / len(pairs)
+
+
+def _rkd_angle_oracle(s: torch.Tensor, t: torch.Tensor, anchors: int) -> float:
+    n = len(s)
+    terms = [
+        _huber(_cos(s[b] - s[a], s[c] - s[a]) - _cos(t[b] - t[a], t[c] - t[a]))
+        for a in range(anchors) for b in range(n) for c in range(n) if a not in (b, c)
+    ]
+    return sum(terms) / len(terms)
+
+
+def _pkt_oracle(s: torch.Tensor, t: torch.Tensor) -> float:
+    n = len(s)
+
+    def conditional(x: torch.Tensor, i: int) -> list[float]:
+        kernel = [(1 + _cos(x[i], x[j])) / 2 if j != i else 0.0 for j in range(n)]
+        return [k / sum(kernel) for k in kernel]
+
+    total = 0.0
+    for i in range(n):
+        ps, pt = conditional(s, i), conditional(t, i)
+        total += sum(q * math.log((q + 1e-7) / (p + 1e-7)) for p, q in zip(ps, pt))
+    return total / n
+
+
+def _sp_oracle(s: torch.Tensor, t: torch.Tensor) -> float:
+    n = len(s)
+
+    def gram_rows(x: torch.Tensor) -> list[list[float]]:
+        rows = [[float(x[i] @ x[j]) for j in range(n)] for i in range(n)]
+        return [[g / math.sqrt(sum(v * v for v in row)) for g in row] for row in rows]
+
+    gs, gt = gram_rows(s), gram_rows(t)
+    return sum((gs[i][j] - gt[i][j]) ** 2 for i in range(n) for j in range(n)) / n**2
+
+
+@pytest.fixture
+def features() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return (torch.randn(7, 3, generator=generator, dtype=torch.float64),
+            torch.randn(7, 5, generator=generator, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    ("loss", "oracle"),
+    [
+        (baselines.rkd_distance_loss, _rkd_distance_oracle),
+        (baselines.rkd_angle_loss, lambda s, t: _rkd_angle_oracle(s, t, anchors=len(s))),
+        (baselines.pkt_loss, _pkt_oracle),
+        (baselines.similarity_preserving_loss, _sp_oracle),
+    ],
+    ids=["rkd-distance", "rkd-angle", "pkt", "sp"],
+)
+def test_baseline_matches_brute_force_and_vanishes_on_the_teacher(loss, oracle, features):
+    student, teacher = features
+    assert loss(student, teacher).item() == pytest.approx(oracle(student, teacher), rel=1e-9, abs=1e-12)
+    # Matching features (rescaled: every relational baseline is scale-free) give a zero loss.
+    assert loss(teacher * 2.0, teacher).item() == pytest.approx(0.0, abs=1e-12)
+    student = student.clone().requires_grad_()
+    loss(student, teacher).backward()
+    assert torch.isfinite(student.grad).all()
+
+
+def test_rkd_angle_caps_anchors_to_the_triplet_budget(features, monkeypatch):
+    student, teacher = features
+    monkeypatch.setattr(baselines, "ANGLE_TRIPLET_BUDGET", 2 * 7 * 7)
+    assert baselines.rkd_angle_loss(student, teacher).item() == pytest.approx(
+        _rkd_angle_oracle(student, teacher, anchors=2), rel=1e-9
+    )
+
+
+def test_fitnet_regresses_through_its_projector(features):
+    student, teacher = features
+    hint = baselines.FitNetHint(3, 5).double()
+    expected = ((hint.projector(student) - teacher) ** 2).mean()
+    assert hint(student, teacher).item() == pytest.approx(expected.item())
+    with torch.no_grad():
+        hint.projector.weight.copy_(torch.eye(5, 3, dtype=torch.float64))
+        hint.projector.bias.zero_()
+    padded = torch.cat([student, torch.zeros(7, 2, dtype=torch.float64)], dim=1)
+    assert hint(student, padded).item() == pytest.approx(0.0, abs=1e-15)
+
+
+def test_pairwise_distances_have_zero_gradient_at_duplicates():
+    x = torch.tensor([[0.0, 1.0], [0.0, 1.0], [3.0, 5.0]], dtype=torch.float64, requires_grad=True)
+    d = baselines.pairwise_distances(x)
+    assert torch.allclose(d, torch.cdist(x.detach(), x.detach()))
+    d.sum().backward()
+    assert torch.isfinite(x.grad).all()
+
+
+@pytest.fixture
+def embeddings() -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return {
+        "gallery": torch.randn(40, 4, generator=generator),
+        "gallery_y": torch.randint(0, 3, (40,), generator=generator),
+        "queries": torch.randn(25, 4, generator=generator),
+        "queries_y": torch.randint(0, 3, (25,), generator=generator),
+        "teacher": torch.randn(25, 6, generator=generator),
+    }
+
+
+def test_knn_accuracy_matches_scikit_learn(embeddings):
+    e = embeddings
+    classifier = KNeighborsClassifier(n_neighbors=5, algorithm="brute")
+    classifier.fit(e["gallery"].numpy(), e["gallery_y"].numpy())
+    expected = classifier.score(e["queries"].numpy(), e["queries_y"].numpy())
+    measured = knn_accuracy(e["gallery"], e["gallery_y"], e["queries"], e["queries_y"], "euclidean")
+    assert measured == pytest.approx(expected)
+
+
+def _neighbours(x: torch.Tensor, i: int, k: int, metric: str) -> list[int]:
+    distance = (lambda a, b: 1 - _cos(a, b)) if metric == "cosine" else _dist
+    others = sorted((distance(x[i], x[j]), j) for j in range(len(x)) if j != i)
+    return [j for _, j in others[:k]]
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_retrieval_and_coherence_measures_match_brute_force(embeddings, metric):
+    x, y, t = embeddings["queries"], embeddings["queries_y"], embeddings["teacher"]
+    n = len(x)
+    for k in (1, 5):
+        hits = [any(y[j] == y[i] for j in _neighbours(x, i, k, metric)) for i in range(n)]
+        assert recall_at_k(x, y, k, metric) == pytest.approx(np.mean(hits))
+    overlap = [len(set(_neighbours(x, i, 10, metric)) & set(_neighbours(t, i, 10, metric))) / 10 for i in range(n)]
+    assert neighbour_overlap(x, t, metric) == pytest.approx(np.mean(overlap))
+    distance = (lambda a, b: 1 - _cos(a, b)) if metric == "cosine" else _dist
+    rho = [
+        spearmanr([distance(x[i], x[j]) for j in range(n) if j != i],
+                  [distance(t[i], t[j]) for j in range(n) if j != i]).statistic
+        for i in range(n)
+    ]
+    assert spearman_coherence(x, t, metric) == pytest.approx(np.mean(rho))
+    assert spearman_coherence(t, t, metric) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"methods": ("pc", "dino")}, "methods must be"),
+        ({"batch_size": 2}, "batch_size must be an int >= 3"),
+        ({"image_folder": "/no/such/folder"}, "image_folder must be an existing folder"),
+        ({"widths": (2, 0)}, "widths must be"),
+        ({"tau": 0.0}, "tau"),
+        ({"eval_metric": "manhattan"}, "eval_metric must be"),
+        ({"device": "tpu"}, "device must be"),
+    ],
+)
+def test_bad_settings_raise_naming_the_option(changes, message):
+    with pytest.raises(ValueError, match=message):
+        replace(DemoConfig(), **changes).validated()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--methods", "pc,dino"], "methods must be"),
+        (["--batch-size", "2"], "batch_size must be an int >= 3"),
+        (["--image-folder", "/no/such/folder"], "image_folder must be an existing folder"),
+        (["--batch-size", "5000"], "batch_size must be <= the 1347 training samples"),
+    ],
+)
+def test_command_line_rejects_bad_options(argv, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--cache-dir", str(tmp_path), "--output", str(tmp_path / "out"), "--no-progress"])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_cuda_device_without_cuda_is_a_clear_error():
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        DemoConfig(device="cuda").validated()
+
+
+def test_image_folder_errors_without_torchvision(tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir()
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    with pytest.raises(ImportError, match="needs torchvision"):
+        load_image_folder_split(tmp_path, 8)
+    with pytest.raises(ValueError, match="existing folder"):
+        load_image_folder_split(tmp_path / "missing", 8)
+
+
+def test_digits_split_is_fixed_and_stratified():
+    first, second = load_digits_split(), load_digits_split()
+    assert first.fingerprint() == second.fingerprint()
+    assert (len(first.train_y), len(first.test_y)) == (1347, 450)
+    per_class = torch.bincount(torch.cat([first.train_y, first.test_y]))
+    assert (torch.bincount(first.test_y) - 0.25 * per_class).abs().max() <= 1
+
+
+@pytest.mark.parametrize(
+    ("pc", "verdict"),
+    [((0.80, 0.01), "better"), ((0.71, 0.02), "within 1 std"), ((0.695, 0.005), "within 1 std"), ((0.6, 0.0), "worse")],
+)
+def test_comparison_against_the_best_baseline(pc, verdict):
+    def stats(mean: float, std: float) -> dict[str, dict[str, float]]:
+        return {m: {"mean": mean, "std": std} for m in MEASURES}
+
+    summary = {"pc": {2: stats(*pc)}, "sp": {2: stats(0.7, 0.01)}, "pkt": {2: stats(0.5, 0.3)}}
+    entry = comparison(summary, ("pc", "pkt", "sp"), (2,))[2]["spearman"]
+    assert (entry["best_method"], entry["verdict"]) == ("sp", verdict)
+    assert entry["difference"] == pytest.approx(pc[0] - 0.7)
+    assert comparison(summary, ("pkt", "sp"), (2,)) == {}
+
+
+def test_teacher_cache_reuses_the_trained_weights(tmp_path):
+    split = load_digits_split()
+    settings = {"epochs": 1, "seed": 3, "device": torch.device("cpu"), "cache_dir": tmp_path, "progress": False}
+    trained, path, cached = load_or_train_teacher(split, **settings)
+    loaded, same_path, reused = load_or_train_teacher(split, **settings)
+    assert (cached, reused, same_path) == (False, True, path)
+    for a, b in zip(trained.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a, b)
+    _, other_path, _ = load_or_train_teacher(split, **{**settings, "seed": 4})
+    assert other_path != path
+
+
+def test_same_seed_gives_identical_metrics(tmp_path):
+    config = DemoConfig(methods=("pc", "fitnet"), widths=(2,), seeds=1, student_epochs=1, teacher_epochs=1,
+                        batch_size=64, cache_dir=str(tmp_path), progress=False, threads=1)
+    first, second = run_experiment(config), run_experiment(config)
+    assert [r.metrics for r in first.records] == [r.metrics for r in second.records]
+
+
+def test_quick_run_distils_and_writes_the_report(tmp_path, capsys):
+    output = tmp_path / "report"
+    main(["--quick", "--seed", "0", "--cache-dir", str(tmp_path / "cache"), "--output", str(output), "--no-progress",
+          "--threads", "1"])
+    assert "report written to" in capsys.readouterr().out
+    report = json.loads((output / "report.json").read_text())
+    for name in ("report.md", "measures.png", "embeddings.png"):
+        assert (output / name).stat().st_size > 0
+    summary = report["summary"]
+    assert set(summary) == {"teacher", "untrained", "pc", "rkd-distance", "rkd-angle", "pkt", "sp", "fitnet"}
+    for by_width in summary.values():
+        for stats in by_width.values():
+            assert all(math.isfinite(s["mean"]) for s in stats.values())
+    for width in ("2", "8"):
+        pc, untrained = summary["pc"][width], summary["untrained"][width]
+        assert pc["knn_accuracy"]["mean"] >= untrained["knn_accuracy"]["mean"] + 0.15
+        assert pc["spearman"]["mean"] >= untrained["spearman"]["mean"] + 0.3
+    assert set(report["records"][0]["metrics"]) == set(MEASURES)
+
