@@ -32,7 +32,9 @@ if [[ "${PC_KERNELS_GPU_CHECK_DRY_RUN:-0}" == "1" ]]; then
     BASELINE_ARGS=(--device cpu --quick --providers reference --modes fwd --sizes 8 --dims 8 --dtypes float32)
 else
     DEVICE=cuda
-    OTHER_TESTS=(tests/ --ignore=tests/test_triton_backend.py --ignore=tests/test_triton_compile.py)
+    # Everything else that can touch CUDA; the CPU-only harness, demo and hypothesis tests are left to CI.
+    OTHER_TESTS=(tests/ --ignore=tests/test_triton_backend.py --ignore=tests/test_triton_compile.py
+                 --ignore=tests/test_benchmark_report.py --ignore=tests/test_demo.py --ignore=tests/test_hypothesis.py)
     FLOOR_ARGS=(--device cuda --n 4096 --dim 256 --largest 32768 --budget-s 90)
     OURS_ARGS=(--device cuda --sizes 1024,2048,4096,8192,16384,32768 --dims 256 --dtypes float32,bfloat16
                --providers triton,torch --modes fwd,fwd_bwd --time-limit 2)

@@ -12,7 +12,6 @@ Reductions, option validation and dtype handling live above them, in ``loss.py``
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import os
 from types import ModuleType
@@ -21,11 +20,9 @@ import torch
 
 from .options import BACKENDS
 
-_MODULES = {
-    "reference": "pc_kernels.reference",
-    "torch": "pc_kernels.torch_backend",
-    "triton": "pc_kernels.triton_backend",
-}
+# Looked up once, without importing triton (importing it is slow and must wait until
+# TRITON_INTERPRET has been decided).
+_TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
 
 
 def triton_usable(device: torch.device) -> bool:
@@ -34,26 +31,17 @@ def triton_usable(device: torch.device) -> bool:
     On CUDA tensors this needs an installed triton; on CPU tensors it needs the Triton
     interpreter (TRITON_INTERPRET=1, set before triton is first imported).
     """
-    if not (_installed("triton") and _implemented("triton")):
+    if not _TRITON_INSTALLED:
         return False
     if device.type == "cuda":
         return True
     return device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
 
 
-@functools.cache
-def _installed(package: str) -> bool:
-    return importlib.util.find_spec(package) is not None
-
-
-def _implemented(name: str) -> bool:
-    return _installed(_MODULES[name])
-
-
 def available_backends(device: torch.device | str = "cpu") -> list[str]:
     """The backend names that can run on tensors of ``device`` here (besides "auto")."""
     device = torch.device(device)
-    names = [name for name in ("reference", "torch") if _implemented(name)]
+    names = ["reference", "torch"]
     if triton_usable(device):
         names.append("triton")
     return names
@@ -72,15 +60,13 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
     if backend == "auto":
         if device.type == "cuda" and triton_usable(device):
             return "triton"
-        return "torch" if _implemented("torch") else "reference"
+        return "torch"
     if backend == "triton" and not triton_usable(device):
         raise RuntimeError(
             f"backend='triton' is not available for tensors on {device}: it needs CUDA tensors and an "
             "installed triton (or, for CPU tensors, the Triton interpreter: TRITON_INTERPRET=1 set "
             "before triton is imported); use backend='torch' or backend='auto'"
         )
-    if not _implemented(backend):
-        raise RuntimeError(f"backend={backend!r} is not part of this installation of pc_kernels")
     return backend
 
 

@@ -1,0 +1,47 @@
+"""Peak memory of one call above what was allocated before it.
+
+CUDA: the caching allocator's peak statistics. CPU: the process's resident-set high-water mark
+(Linux /proc), reset just before the call. That CPU method is sound only in a fresh worker
+process started with a fixed malloc mmap threshold (see ``runner.worker_environment``), so that
+freed buffers go back to the system and resident memory tracks live tensors.
+"""
+
+from __future__ import annotations
+
+import gc
+from typing import Callable
+
+import torch
+
+
+def rss_bytes(pid: int | str = "self", field: str = "VmRSS") -> int:
+    """A memory field of /proc/<pid>/status in bytes ("VmRSS": resident now, "VmHWM": peak)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise ValueError(
+        f"field must be a memory field of /proc/{pid}/status such as VmRSS or VmHWM; got {field!r}"
+    )
+
+
+def _reset_cpu_high_water_mark() -> None:
+    # Writing 5 to clear_refs resets VmHWM to the current resident size (Linux >= 4.0).
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as clear_refs:
+        clear_refs.write("5")
+
+
+def peak_bytes_of(call: Callable[[], None], device: str) -> int:
+    """Run ``call`` once and return its peak memory (bytes) above what was in use before it."""
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        call()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
+    before = rss_bytes()
+    _reset_cpu_high_water_mark()
+    call()
+    return max(rss_bytes(field="VmHWM") - before, 0)
