@@ -112,9 +112,12 @@ def record_outcome(measurement: Measurement, point: Point, series: Series) -> No
 
 
 def worker_environment(scratch: Path, fresh_compile_cache: bool) -> dict[str, str]:
-    """Environment of a CPU worker process: fixed malloc mmap threshold, optional empty inductor cache."""
+    """Environment of a CPU worker process: fixed malloc mmap threshold, passive OpenMP waiting
+    (busy-waiting threads slow every provider alike by 10x or more when another process shares the
+    cores), optional empty inductor cache."""
     env = dict(os.environ)
     env["MALLOC_MMAP_THRESHOLD_"] = str(_MALLOC_MMAP_THRESHOLD)
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if fresh_compile_cache:
         env["TORCHINDUCTOR_CACHE_DIR"] = str(scratch / "inductor")
     return env
