@@ -155,7 +155,8 @@ class PerceptionCoherenceLoss(nn.Module):
         return (
             f"tau={o.tau}, dissimilarity={o.dissimilarity!r}, discrepancy={o.discrepancy!r}, "
             f"teacher_ranks={o.teacher_ranks!r}, normalize={o.normalize!r}, "
-            f"reduction={o.reduction!r}, backend={o.backend!r}, distributed={o.distributed}"
+            f"reduction={o.reduction!r}, backend={o.backend!r}, rows={o.rows}, chunk_rows={o.chunk_rows}, "
+            f"distributed={o.distributed}"
         )
 
 

@@ -47,6 +47,7 @@ def check_tau(tau: object) -> float:
 
 
 def check_dissimilarity(kind: object) -> str:
+    """Return ``kind`` if it is one of DISSIMILARITIES, else raise a ValueError naming it."""
     _check_choice("dissimilarity", kind, DISSIMILARITIES)
     return kind  # type: ignore[return-value]
 
@@ -138,6 +139,8 @@ def computation_dtype(*dtypes: torch.dtype) -> torch.dtype:
 def _check_features(name: str, x: object) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (n, ...); got {type(x).__name__}")
+    if x.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor; got layout {x.layout}")
     if x.dtype not in FLOATING_DTYPES:
         raise TypeError(
             f"{name} must have a floating dtype (float16, bfloat16, float32 or float64); got {x.dtype}"

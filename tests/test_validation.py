@@ -24,6 +24,7 @@ Y = random_features(6, 4, seed=62)
         (torch.tensor(1.0), Y, ValueError, ["student", "0-d"]),
         (torch.zeros(6, 0), Y, ValueError, ["student", "at least one feature"]),
         (X, Y.to("meta"), ValueError, ["same device", "cpu", "meta"]),
+        (X.to_sparse(), Y, TypeError, ["student", "dense (strided)", "sparse"]),
     ],
 )
 def test_bad_features_are_rejected(student, teacher, error, words):

@@ -51,7 +51,7 @@ def _dissimilarity_fwd_kernel(
     norm_i = tl.zeros([BLOCK_I], dtype=dtype)
     norm_j = tl.zeros([BLOCK_J], dtype=dtype)
     for f0 in range(0, p, BLOCK_P):
-        f = f0 + tl.arange(0, BLOCK_P)
+        f = f0 + tl.arange(0, BLOCK_P).to(tl.int64)
         f_in = f < p
         columns = f[None, :] * stride_xp
         a = tl.load(x_ptr + i[:, None] * stride_xn + columns, mask=i_in[:, None] & f_in[None, :], other=0.0)
@@ -147,11 +147,19 @@ def _prepared(x: torch.Tensor, kind: str) -> torch.Tensor:
     return x if kind == "cosine" else x - x.median(dim=0).values
 
 
+# On a GPU: (rows, candidates, features) per tile, the backward's largest feature tile, and its
+# software-pipelining depth per dtype (3 stages of float64 euclidean tiles would need more shared
+# memory than an H100 block has: 353 KiB against 227 KiB).
+GPU_BLOCKS = (64, 64, 32)
+GPU_BACKWARD_MAX_BLOCK_P = 64
+GPU_BACKWARD_STAGES = {torch.float32: 2, torch.float64: 1}
+
+
 def _blocks(x: torch.Tensor) -> tuple[int, int, int]:
     """(rows, candidates, features) per tile: tl.dot needs >= 16; small tiles keep the interpreter fast."""
     if interpreting(x):
         return 16, 16, 16
-    return 64, 64, 32
+    return GPU_BLOCKS
 
 
 def dissimilarity_forward(x: torch.Tensor, kind: str, row_start: int, row_end: int) -> torch.Tensor:
@@ -183,10 +191,11 @@ def dissimilarity_backward(
     norms = torch.linalg.vector_norm(xs, dim=1) if kind == "cosine" else xs
     out = torch.empty((n, p), dtype=xs.dtype, device=xs.device)
     block_r, block_j, _ = _blocks(xs)
-    block_p = min(max(triton.next_power_of_2(p), 16), 64)
+    block_p = min(max(triton.next_power_of_2(p), 16), GPU_BACKWARD_MAX_BLOCK_P)
     grid = (triton.cdiv(n, block_r), triton.cdiv(p, block_p))
     _dissimilarity_bwd_kernel[grid](
         xs, d, grad_d, norms, out, n, p, row_start, row_end, xs.stride(0), xs.stride(1),
         KIND=KINDS[kind], BLOCK_R=block_r, BLOCK_J=block_j, BLOCK_P=block_p,
+        num_stages=GPU_BACKWARD_STAGES[xs.dtype],
     )
     return out

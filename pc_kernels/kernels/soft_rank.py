@@ -36,7 +36,7 @@ def _rank_terms(d_j, d_k, c, HARD: tl.constexpr, SLOPE: tl.constexpr, FAST: tl.c
     nested calls are what costs most under the interpreter."""
     difference = d_j[:, None] - d_k[None, :]
     if HARD:
-        return tl.where(difference > 0, 1.0, tl.where(difference < 0, 0.0, 0.5))
+        return tl.where(difference > 0, 1.0, tl.where(difference < 0, 0.0, 0.5)).to(difference.dtype)
     z = difference * c
     if FAST:
         t = tl.inline_asm_elementwise(
@@ -132,6 +132,9 @@ def _soft_rank_bwd_kernel(
 
 # Largest tile under the interpreter, whose cost grows with programs × k-tiles far more than with tile size.
 INTERPRETER_BLOCK = 128
+# On a GPU: (BLOCK_J, BLOCK_K) and warps per program, for both kernels.
+GPU_BLOCKS = (64, 64)
+GPU_WARPS = 4
 
 
 def _blocks(d: torch.Tensor) -> tuple[int, int, int]:
@@ -139,7 +142,7 @@ def _blocks(d: torch.Tensor) -> tuple[int, int, int]:
     if interpreting(d):
         block = min(max(triton.next_power_of_2(d.shape[1]), 4), INTERPRETER_BLOCK)
         return block, block, 1
-    return 64, 64, 4
+    return *GPU_BLOCKS, GPU_WARPS
 
 
 def soft_rank_forward(
