@@ -180,7 +180,8 @@ def _draw(
     for axis in axes.flat[len(panels) :]:
         axis.set_visible(False)
     for axis, (name, panel_rows) in zip(axes.flat, panels):
-        for line in lines_of(panel_rows):
+        lines = lines_of(panel_rows)
+        for line in lines:
             spread = None
             if line.low is not None:
                 spread = [
@@ -195,14 +196,17 @@ def _draw(
         if unit_line:
             axis.axhline(1.0, color="gray", linewidth=0.8, linestyle="--")
         axis.set_xscale("log", base=2)
-        axis.set_yscale("log")
         sizes = sorted({r["n"] for r in panel_rows})
         axis.set_xticks(sizes, [str(n) for n in sizes])
         axis.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        axis.yaxis.set_major_formatter(matplotlib.ticker.LogFormatter(labelOnlyBase=False))
-        axis.yaxis.set_minor_formatter(
-            matplotlib.ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.5))
-        )
+        if any(y > 0 for line in lines for y in line.y):
+            axis.set_yscale("log")
+            axis.yaxis.set_major_formatter(matplotlib.ticker.LogFormatter(labelOnlyBase=False))
+            axis.yaxis.set_minor_formatter(
+                matplotlib.ticker.LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.5))
+            )
+        else:
+            axis.text(0.5, 0.5, "no positive value to draw", transform=axis.transAxes, ha="center")
         axis.set_xlabel("batch size n")
         axis.set_ylabel(ylabel)
         axis.set_title(name, fontsize=10)

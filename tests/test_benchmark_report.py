@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 # benchmarks/ is a top-level folder of the repository, not part of the installed package.
 sys.path.insert(0, str(REPO))
 
+from benchmarks.plots import PLOT_FILES, draw_plots  # noqa: E402
 from benchmarks.point import Measurement, Point, Settings  # noqa: E402
 from benchmarks.providers import PROVIDERS  # noqa: E402
 from benchmarks.readme_table import END_MARKER, START_MARKER, benchmark_block, replace_block  # noqa: E402
@@ -188,3 +189,13 @@ def test_readme_block_is_generated_from_the_latest_full_run_per_device(tmp_path)
     assert "stale" not in rewritten
     with pytest.raises(ValueError, match="benchmarks:start"):
         replace_block("no markers", block)
+
+
+def test_plots_survive_points_whose_peak_memory_is_zero(tmp_path):
+    # Tiny points can show no resident-memory growth at all: log axes must not fail on them.
+    rows = [
+        {**row, "peak_bytes": 0} if row["status"] == "ok" else row for row in _rows("cpu", "CPU X", "full", "1")
+    ]
+    paths = draw_plots(rows, tmp_path)
+    assert [p.name for p in paths] == list(PLOT_FILES)
+    assert all(p.read_bytes().startswith(PNG_MAGIC) for p in paths)
