@@ -55,23 +55,31 @@ def _row_std(d: Tensor, row_start: int) -> tuple[Tensor, Tensor]:
     return mean, squares / math.sqrt(n - 1)
 
 
-def _row_factors(d: Tensor, row_start: int, tau: float, normalize: str) -> Tensor:
-    """c_i = 1 / (τ (s_i + 1e-12)) with "row_std", 1/τ with "none": shape (m,)."""
-    if normalize == "none":
+RowStatistics = tuple[Tensor, Tensor] | None
+
+
+def _row_statistics(d: Tensor, row_start: int, normalize: str) -> RowStatistics:
+    """(mean, population std) of each row over j != i with "row_std"; None with "none"."""
+    return None if normalize == "none" else _row_std(d, row_start)
+
+
+def _row_factors(d: Tensor, statistics: RowStatistics, tau: float) -> Tensor:
+    """c_i = 1 / (τ (s_i + 1e-12)) with row statistics, 1/τ without: shape (m,)."""
+    if statistics is None:
         return torch.full((d.shape[0],), 1.0 / tau, dtype=d.dtype, device=d.device)
-    return 1.0 / (tau * (_row_std(d, row_start)[1] + ROW_STD_EPS))
+    return 1.0 / (tau * (statistics[1] + ROW_STD_EPS))
 
 
-def _unscale_gradient(grad: Tensor, d: Tensor, row_start: int, normalize: str) -> Tensor:
+def _unscale_gradient(grad: Tensor, d: Tensor, row_start: int, statistics: RowStatistics) -> Tensor:
     """∂L/∂D from grad = ∂L/∂D~ (overwritten, it is ours) for D~_ij = D_ij / (s_i + 1e-12).
 
     ∂L/∂D_ij = grad_ij / (s_i + ε) + (∂L/∂s_i) (D_ij − μ_i) / ((n − 1) s_i), j != i, with
     ∂L/∂s_i = −Σ_j grad_ij D_ij / (s_i + ε)² (and no s-term where s_i = 0).
     """
-    if normalize == "none":
+    if statistics is None:
         return grad
     n = d.shape[1]
-    mean, std = _row_std(d, row_start)
+    mean, std = statistics
     inverse = 1.0 / (std + ROW_STD_EPS)
     grad_std = -(grad.unsqueeze(1) @ d.unsqueeze(2)).view(-1) * inverse * inverse
     positive = std > 0
@@ -155,10 +163,11 @@ def _rank_gradient(
     d: Tensor, p: Tensor, q: Tensor, a: Tensor, b: Tensor, start: int, tau: float, normalize: str
 ) -> Tensor:
     """∂L/∂D (m, n) for ∂L/∂R_ij = a_i P_ij + b_i Q_ij + const_i, ranks R of dissimilarity rows d."""
-    c = _row_factors(d, start, tau, normalize)
+    statistics = _row_statistics(d, start, normalize)
+    c = _row_factors(d, statistics, tau)
     a, b = (a / tau).contiguous(), (b / tau).contiguous()
     grad = soft_rank_backward(d, c, p.contiguous(), q.contiguous(), a, b, start)
-    return _unscale_gradient(grad, d, start, normalize)
+    return _unscale_gradient(grad, d, start, statistics)
 
 
 @_rank_gradient.register_fake
@@ -169,7 +178,7 @@ def _(d: Tensor, p: Tensor, q: Tensor, a: Tensor, b: Tensor, start: int, tau: fl
 @torch.library.custom_op("pc_kernels::ranks", mutates_args=())
 def _ranks(d: Tensor, tau: float, normalize: str, hard: bool) -> Tensor:
     """(n, n) soft (or hard) ranks from the full (n, n) dissimilarity matrix d."""
-    return soft_rank_forward(d, _row_factors(d, 0, tau, normalize), 0, hard)[0]
+    return soft_rank_forward(d, _row_factors(d, _row_statistics(d, 0, normalize), tau), 0, hard)[0]
 
 
 @_ranks.register_fake
@@ -199,8 +208,8 @@ def _rank_losses(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Per-row losses (m,) from student and teacher dissimilarity rows (m, n) of rows [start, start + m),
     with R^S, R^T (m, n) and the (m, MOMENTS) moments that the backward reuses."""
-    cs = _row_factors(ds, start, tau, normalize)
-    ct = cs if hard_teacher else _row_factors(dt, start, tau, normalize)
+    cs = _row_factors(ds, _row_statistics(ds, start, normalize), tau)
+    ct = cs if hard_teacher else _row_factors(dt, _row_statistics(dt, start, normalize), tau)
     rs, rt, moments = soft_rank_forward(ds, cs, start, False, dt, ct, hard_teacher)
     return _discrepancy(moments, ds.shape[1], discrepancy), rs, rt, moments
 
