@@ -28,7 +28,7 @@ scaled by W the same way, so ``loss.sum()`` (or any per-sample weighting Σ w_i 
 every rank) backpropagated under DDP gives the gradient of the same sum over the global batch.
 
 Communication per step, per rank (d = p + q, b = bytes per element of the input dtype, m =
-max_r n_r): forward: one all-gather of the fingerprint (15 int64 per rank, then one host sync to
+max_r n_r): forward: one all-gather of the fingerprint (17 int64 per rank, then one host sync to
 read the sizes), one all-gather each of the padded student and teacher features (W · m · d · b
 bytes received in all), one all-reduce of one scalar; backward: one all-reduce of the (W · m, p)
 student-feature gradient (and of the (W · m, q) teacher one, when the teacher requires grad).
@@ -51,7 +51,17 @@ from .options import LossOptions
 LocalLoss = Callable[[torch.Tensor, torch.Tensor, LossOptions], tuple[torch.Tensor, str]]
 
 # Options that must agree on every rank (chunk_rows only changes memory use; rows is set here).
-_AGREED_OPTIONS = ("tau", "dissimilarity", "discrepancy", "teacher_ranks", "normalize", "reduction", "backend")
+_AGREED_OPTIONS = (
+    "tau",
+    "dissimilarity",
+    "discrepancy",
+    "teacher_ranks",
+    "normalize",
+    "reduction",
+    "backend",
+    "algorithm",
+    "bins",
+)
 
 
 def distributed_active() -> bool:

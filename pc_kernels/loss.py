@@ -59,6 +59,8 @@ def perception_coherence_loss(
     rows: tuple[int, int] | None = None,
     chunk_rows: int | None = None,
     distributed: bool = False,
+    algorithm: str = "dense",
+    bins: int | None = None,
 ) -> torch.Tensor:
     """Perception coherence loss between student and teacher features of one batch.
 
@@ -75,7 +77,9 @@ def perception_coherence_loss(
             "torch" or "triton".
         rows: ``None`` (all reference rows) or ``(start, end)`` to compute only reference
             rows ``start <= i < end`` against the whole batch.
-        chunk_rows: torch backend's rows per chunk; ``None`` derives it from its memory budget.
+        chunk_rows: reference rows processed together: the torch backend's rank chunk with
+            algorithm="dense", the block of either backend with algorithm="binned"; ``None``
+            derives it from a memory budget.
         distributed: when True and torch.distributed is initialized, student and teacher are
             this rank's (n_r, ·) slice of a global batch of N = Σ_r n_r samples: the features
             are all-gathered, this rank computes its own n_r reference rows against all N, and
@@ -83,6 +87,12 @@ def perception_coherence_loss(
             a gradient scaled by the world size, so that after DDP averages gradients every
             parameter's gradient equals that loss's ("none": this rank's (n_r,) own-row
             losses). See ``pc_kernels.distributed``. A no-op when not initialized. Default False.
+        algorithm: "dense" (default) computes every sigmoid: O(n³). "binned" (backends "torch"
+            and "triton") computes each reference row's soft ranks and their gradient as kernel
+            sums on a grid by FFT: O(n² + n·B log B), with normalized soft ranks within
+            0.024·(h/τ)² of the dense ones (h the grid spacing). See ``pc_kernels.binned_soft_ranks``.
+        bins: with algorithm="binned": ``None`` (default) picks the grid so the soft ranks are
+            within 1e-5 of the dense ones; an int B in [2, 2**22] puts B nodes across each row.
 
     Returns:
         A scalar for reduction "mean"/"sum", else the (end − start,) vector of per-reference
@@ -100,6 +110,8 @@ def perception_coherence_loss(
         rows=rows,
         chunk_rows=chunk_rows,
         distributed=distributed,
+        algorithm=algorithm,
+        bins=bins,
     ).validated()
     return compute_loss(student, teacher, options)[0]
 
@@ -130,6 +142,8 @@ class PerceptionCoherenceLoss(nn.Module):
         rows: tuple[int, int] | None = None,
         chunk_rows: int | None = None,
         distributed: bool = False,
+        algorithm: str = "dense",
+        bins: int | None = None,
     ) -> None:
         super().__init__()
         self.options = LossOptions(
@@ -143,6 +157,8 @@ class PerceptionCoherenceLoss(nn.Module):
             rows=rows,
             chunk_rows=chunk_rows,
             distributed=distributed,
+            algorithm=algorithm,
+            bins=bins,
         ).validated()
         self.last_backend: str | None = None
 
@@ -156,7 +172,7 @@ class PerceptionCoherenceLoss(nn.Module):
             f"tau={o.tau}, dissimilarity={o.dissimilarity!r}, discrepancy={o.discrepancy!r}, "
             f"teacher_ranks={o.teacher_ranks!r}, normalize={o.normalize!r}, "
             f"reduction={o.reduction!r}, backend={o.backend!r}, rows={o.rows}, chunk_rows={o.chunk_rows}, "
-            f"distributed={o.distributed}"
+            f"distributed={o.distributed}, algorithm={o.algorithm!r}, bins={o.bins}"
         )
 
 
@@ -168,6 +184,8 @@ def soft_ranks(
     normalize: str = "row_std",
     hard: bool = False,
     backend: str = "auto",
+    algorithm: str = "dense",
+    bins: int | None = None,
 ) -> torch.Tensor:
     """The (n, n) rank matrix R of SPEC.md for one feature set, with a zero diagonal.
 
@@ -177,12 +195,14 @@ def soft_ranks(
 
     Args:
         features: (n, d) or (n, ...) floating tensor, n >= 3.
-        tau, dissimilarity, normalize, backend: as in ``perception_coherence_loss``.
+        tau, dissimilarity, normalize, backend, algorithm, bins: as in ``perception_coherence_loss``.
         hard: exact ranks instead of soft ones (no gradient).
     """
     if not isinstance(hard, bool):
         raise TypeError(f"hard must be a bool; got {hard!r}")
-    options = LossOptions(tau=tau, dissimilarity=dissimilarity, normalize=normalize, backend=backend).validated()
+    options = LossOptions(
+        tau=tau, dissimilarity=dissimilarity, normalize=normalize, backend=backend, algorithm=algorithm, bins=bins
+    ).validated()
     x = check_features("features", features)
     name = resolve_backend(options.backend, x.device)
     with torch.autocast(device_type=x.device.type, enabled=False):

@@ -14,12 +14,15 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from .binned_soft_ranks import MAX_BINS
+
 DISSIMILARITIES = ("euclidean", "sqeuclidean", "cosine")
 DISCREPANCIES = ("mse", "spearman")
 TEACHER_RANKS = ("soft", "hard")
 NORMALIZATIONS = ("row_std", "none")
 REDUCTIONS = ("mean", "sum", "none")
 BACKENDS = ("auto", "reference", "torch", "triton")
+ALGORITHMS = ("dense", "binned")
 FLOATING_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 # Added to a row's standard deviation before dividing by it (SPEC.md, "row_std").
@@ -75,6 +78,12 @@ class LossOptions:
         distributed: ``False`` (default) or ``True``: when torch.distributed is initialized,
             treat each rank's features as its slice of a global batch (see
             ``pc_kernels.distributed``); a no-op otherwise. Excludes ``rows``.
+        algorithm: "dense" (default: every sigmoid, O(n³)) or "binned" (torch and triton
+            backends: each row's soft ranks as a kernel sum on a grid, by FFT, O(n² + n·B log B),
+            within a documented error of the dense ones; see ``pc_kernels.binned_soft_ranks``).
+        bins: algorithm="binned" only: ``None`` (default: grid chosen per batch so the soft
+            ranks are within 1e-5 of the dense ones) or the number of grid nodes B per row
+            (2 … 2**22).
     """
 
     tau: float = 0.1
@@ -87,6 +96,8 @@ class LossOptions:
     rows: tuple[int, int] | None = None
     chunk_rows: int | None = None
     distributed: bool = False
+    algorithm: str = "dense"
+    bins: int | None = None
 
     def validated(self) -> "LossOptions":
         """Return a copy with ``tau`` as float and ``rows`` as a tuple; raise on bad values."""
@@ -119,7 +130,19 @@ class LossOptions:
             raise ValueError(
                 f"rows must be None when distributed=True (each rank's rows are its own samples); got {rows!r}"
             )
-        return replace(self, tau=tau, rows=rows)
+        _check_choice("algorithm", self.algorithm, ALGORITHMS)
+        bins = self.bins
+        if bins is not None:
+            if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or not 2 <= bins <= MAX_BINS:
+                raise ValueError(f"bins must be None or an int from 2 to {MAX_BINS}; got {bins!r}")
+            if self.algorithm != "binned":
+                raise ValueError(f"bins applies only to algorithm='binned'; got bins={bins!r} with algorithm='dense'")
+        if self.algorithm == "binned" and self.backend == "reference":
+            raise ValueError(
+                "algorithm='binned' runs on backend 'torch', 'triton' or 'auto'; the reference backend "
+                "computes algorithm='dense' only"
+            )
+        return replace(self, tau=tau, rows=rows, bins=None if bins is None else int(bins))
 
     def row_range(self, n: int) -> tuple[int, int]:
         """The reference rows [start, end) computed for a batch of n samples."""

@@ -21,14 +21,28 @@ processed, so the workspace never drops below one row's tile.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import replace
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
+from .binned_soft_ranks import binned_soft_ranks
 from .options import COSINE_NORM_EPS, ROW_STD_EPS, SPEARMAN_EPS, LossOptions
 from .torch_soft_ranks import soft_ranks, strip_rows
 
 DEFAULT_WORKSPACE_BYTES = {"cpu": 8 * 2**20, "cuda": 512 * 2**20}
 _FALLBACK_WORKSPACE_BYTES = 128 * 2**20
+# algorithm="binned": memory for one block of reference rows (all its (rows, n)-sized tensors): small
+# blocks keep the O(n²) steps in cache on CPU.
+BINNED_BLOCK_BYTES = {"cpu": 32 * 2**20, "cuda": 2 * 2**30}
+# algorithm="binned": above this estimate for all blocks together, blocks are checkpointed.
+BINNED_MEMORY_BYTES = {"cpu": 4 * 2**30, "cuda": 24 * 2**30}
+# (rows, n)-sized tensors a block of the binned algorithm keeps alive, both sides, forward and backward.
+_BINNED_TENSORS_PER_ROW = 16
+
+# A backend's candidate dissimilarities: (x (n, d), options, start, end) → (end − start, n − 1), differentiable.
+CandidateDissimilarities = Callable[[torch.Tensor, LossOptions, int, int], torch.Tensor]
 
 
 def workspace_bytes(device: torch.device) -> int:
@@ -58,7 +72,7 @@ def _candidate_index(n: int, start: int, end: int, device: torch.device) -> torc
     return columns[None, :] + (columns[None, :] >= rows[:, None]).long()
 
 
-def _dissimilarity_rows(x: torch.Tensor, kind: str, start: int, end: int, rows_per_chunk: int) -> torch.Tensor:
+def _dissimilarity_rows(x: torch.Tensor, kind: str, start: int, end: int) -> torch.Tensor:
     """(m, n) dissimilarities of rows start … end − 1 of x (n, d) to every row of x.
 
     Euclidean distances are taken from coordinate differences (no ‖a‖² + ‖b‖² − 2ab
@@ -67,20 +81,29 @@ def _dissimilarity_rows(x: torch.Tensor, kind: str, start: int, end: int, rows_p
     if kind == "cosine":
         norms = x.norm(dim=1).clamp_min(COSINE_NORM_EPS)
         return 1.0 - (x[start:end] @ x.T) / (norms[start:end, None] * norms[None, :])
-    distances = torch.cat(
-        [
-            torch.cdist(x[a : min(a + rows_per_chunk, end)], x, compute_mode="donot_use_mm_for_euclid_dist")
-            for a in range(start, end, rows_per_chunk)
-        ]
-    )
+    distances = torch.cdist(x[start:end], x, compute_mode="donot_use_mm_for_euclid_dist")
     return distances.square() if kind == "sqeuclidean" else distances
 
 
 def candidate_dissimilarities(x: torch.Tensor, options: LossOptions, start: int, end: int) -> torch.Tensor:
-    """(m, n − 1) dissimilarities of reference rows start … end − 1 to their candidates j != i."""
-    n, d = x.shape
-    rows = _dissimilarity_rows(x, options.dissimilarity, start, end, chunk_rows(options, n * d, x))
-    return rows.gather(1, _candidate_index(n, start, end, x.device))
+    """(m, n − 1) dissimilarities of reference rows start … end − 1 to their candidates j != i,
+    computed in chunks of rows whose (rows, n, d) work fits the workspace."""
+    n = x.shape[0]
+    step = chunk_rows(options, n * x.shape[1], x)
+    return torch.cat(
+        [
+            _dissimilarity_rows(x, options.dissimilarity, a, min(a + step, end)).gather(
+                1, _candidate_index(n, a, min(a + step, end), x.device)
+            )
+            for a in range(start, end, step)
+        ]
+    )
+
+
+def gather_candidates(rows: torch.Tensor, start: int) -> torch.Tensor:
+    """(m, n) dissimilarity rows of references start … start + m − 1 → their (m, n − 1) candidates."""
+    m, n = rows.shape
+    return rows.gather(1, _candidate_index(n, start, start + m, rows.device))
 
 
 def scale_rows(d: torch.Tensor, normalize: str) -> torch.Tensor:
@@ -106,10 +129,14 @@ def hard_ranks(scaled: torch.Tensor) -> torch.Tensor:
     return (below + at_or_below - 1).to(values.dtype) / (2.0 * (values.shape[1] - 1))
 
 
-def _ranks(x: torch.Tensor, options: LossOptions, start: int, end: int, hard: bool) -> torch.Tensor:
-    scaled = scale_rows(candidate_dissimilarities(x, options, start, end), options.normalize)
+def _ranks(
+    x: torch.Tensor, options: LossOptions, start: int, end: int, hard: bool, candidates: CandidateDissimilarities
+) -> torch.Tensor:
+    scaled = scale_rows(candidates(x, options, start, end), options.normalize)
     if hard:
         return hard_ranks(scaled)
+    if options.algorithm == "binned":
+        return binned_soft_ranks(scaled, options.tau, options.bins)
     w = scaled.shape[1]
     strip = strip_rows(w)
     return soft_ranks(scaled, options.tau, chunk_rows(options, strip * w, x), strip)
@@ -140,18 +167,67 @@ def pairwise_dissimilarity(x: torch.Tensor, kind: str) -> torch.Tensor:
     return _with_zero_diagonal(candidate_dissimilarities(x, options, 0, n))
 
 
-def rank_matrix(x: torch.Tensor, options: LossOptions, hard: bool) -> torch.Tensor:
+def rank_matrix(
+    x: torch.Tensor, options: LossOptions, hard: bool, candidates: CandidateDissimilarities = candidate_dissimilarities
+) -> torch.Tensor:
     """(n, d) features → (n, n) soft (or, if ``hard``, exact average) ranks with a zero diagonal."""
-    return _with_zero_diagonal(_ranks(x, options, 0, x.shape[0], hard))
+    n = x.shape[0]
+    if options.algorithm == "dense":
+        return _with_zero_diagonal(_ranks(x, options, 0, n, hard, candidates))
+    step = binned_block_rows(options, x)
+    block = replace(options, chunk_rows=step)
+    ranks = [_ranks(x, block, a, min(a + step, n), hard, candidates) for a in range(0, n, step)]
+    return _with_zero_diagonal(torch.cat(ranks))
 
 
-def row_losses(student: torch.Tensor, teacher: torch.Tensor, options: LossOptions) -> torch.Tensor:
+def _block_losses(
+    student: torch.Tensor, teacher: torch.Tensor, options: LossOptions, start: int, end: int, candidates: CandidateDissimilarities
+) -> torch.Tensor:
+    rs = _ranks(student, options, start, end, False, candidates)
+    rt = _ranks(teacher, options, start, end, options.teacher_ranks == "hard", candidates)
+    return _discrepancy(rs, rt, options.discrepancy)
+
+
+def _binned_bytes_per_row(x: torch.Tensor) -> int:
+    return _BINNED_TENSORS_PER_ROW * x.shape[0] * x.element_size()
+
+
+def binned_block_rows(options: LossOptions, x: torch.Tensor) -> int:
+    """Reference rows per block of the binned algorithm: ``options.chunk_rows`` if set, else as many
+    as fit ``BINNED_BLOCK_BYTES`` for x's device (at least 1)."""
+    if options.chunk_rows is not None:
+        return options.chunk_rows
+    return max(1, BINNED_BLOCK_BYTES.get(x.device.type, _FALLBACK_WORKSPACE_BYTES) // _binned_bytes_per_row(x))
+
+
+def _binned_needs_checkpoints(x: torch.Tensor, rows: int) -> bool:
+    """Whether ``rows`` reference rows of the binned algorithm exceed ``BINNED_MEMORY_BYTES`` together."""
+    budget = BINNED_MEMORY_BYTES.get(x.device.type, _FALLBACK_WORKSPACE_BYTES)
+    return rows * _binned_bytes_per_row(x) > budget
+
+
+def row_losses(
+    student: torch.Tensor, teacher: torch.Tensor, options: LossOptions, candidates: CandidateDissimilarities = candidate_dissimilarities
+) -> torch.Tensor:
     """Per-reference losses ℓ_i (end − start,) for the rows in ``options.row_range(n)``.
 
     student (n, p) and teacher (n, q) are 2-D tensors of one floating dtype on one device;
-    only reference rows [start, end) are computed, each against all n samples.
+    only reference rows [start, end) are computed, each against all n samples, from the
+    candidate dissimilarities that ``candidates`` gives (this backend's own by default).
+
+    With ``algorithm="binned"`` nothing is O(n³) and the rows are processed in blocks of
+    ``binned_block_rows``, each as one chunk. When a gradient is recorded and all blocks together would keep more
+    than ``BINNED_MEMORY_BYTES`` (estimated), each block is checkpointed: its forward is
+    recomputed during backward, so memory holds one block's (rows, n) tensors at a time.
     """
     start, end = options.row_range(student.shape[0])
-    rs = _ranks(student, options, start, end, hard=False)
-    rt = _ranks(teacher, options, start, end, hard=options.teacher_ranks == "hard")
-    return _discrepancy(rs, rt, options.discrepancy)
+    if options.algorithm == "dense":
+        return _block_losses(student, teacher, options, start, end, candidates)
+    step = binned_block_rows(options, student)
+    block = replace(options, chunk_rows=step)
+    blocks = [(a, min(a + step, end)) for a in range(start, end, step)]
+    if len(blocks) == 1 or not torch.is_grad_enabled() or not _binned_needs_checkpoints(student, end - start):
+        return torch.cat([_block_losses(student, teacher, block, a, b, candidates) for a, b in blocks])
+    return torch.cat(
+        [checkpoint(_block_losses, student, teacher, block, a, b, candidates, use_reentrant=False) for a, b in blocks]
+    )

@@ -10,6 +10,10 @@ Pipeline for reference rows [start, end) of an (n, p) student and (n, q) teacher
                                   row-scale chain back to ∂L/∂D (torch, O(n²))
     pc_kernels::dissimilarity_backward   ∂L/∂D → ∂L/∂features
 
+With ``algorithm="binned"`` the dissimilarity rows come from ``pc_kernels::dissimilarity`` and the rest
+(row scale, binned soft ranks by FFT, discrepancy) is the torch backend's pipeline (``torch_backend.row_losses``):
+FFTs have no Triton counterpart.
+
 Each op has a fake (meta) implementation and the differentiable ones an autograd formula, so
 ``torch.compile(fullgraph=True)`` traces the loss without graph breaks. Saved for backward:
 D^S, R^S, R^T (three (m, n) matrices; D^T too when the teacher needs a gradient), the (m, 6)
@@ -26,6 +30,7 @@ import math
 import torch
 from torch import Tensor
 
+from . import torch_backend
 from .kernels import MOMENTS, dissimilarity_backward, dissimilarity_forward, soft_rank_backward, soft_rank_forward
 from .options import ROW_STD_EPS, SPEARMAN_EPS, LossOptions
 
@@ -246,8 +251,15 @@ def pairwise_dissimilarity(x: Tensor, kind: str) -> Tensor:
     return _dissimilarity(x, kind, 0, x.shape[0])
 
 
+def _candidate_dissimilarities(x: Tensor, options: LossOptions, start: int, end: int) -> Tensor:
+    """(end − start, n − 1) candidate dissimilarities by the Triton kernel, for the binned algorithm."""
+    return torch_backend.gather_candidates(_dissimilarity(x, options.dissimilarity, start, end), start)
+
+
 def rank_matrix(x: Tensor, options: LossOptions, hard: bool) -> Tensor:
     """(n, d) features → (n, n) soft (or hard, without gradient) ranks R with a zero diagonal."""
+    if options.algorithm == "binned":
+        return torch_backend.rank_matrix(x, options, hard, _candidate_dissimilarities)
     ranks = _ranks(pairwise_dissimilarity(x, options.dissimilarity), options.tau, options.normalize, hard)
     return ranks.detach() if hard else ranks
 
@@ -257,6 +269,8 @@ def row_losses(student: Tensor, teacher: Tensor, options: LossOptions) -> Tensor
 
     student (n, p) and teacher (n, q) are 2-D tensors of one dtype (float32 or float64) on one device.
     """
+    if options.algorithm == "binned":
+        return torch_backend.row_losses(student, teacher, options, _candidate_dissimilarities)
     start, end = options.row_range(student.shape[0])
     ds = _dissimilarity(student, options.dissimilarity, start, end)
     dt = _dissimilarity(teacher, options.dissimilarity, start, end)

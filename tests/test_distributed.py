@@ -62,6 +62,13 @@ def agreement_cases(world: int, backends: list[str], device: str, dtype: str) ->
         for o in OPTION_VARIANTS
     ]
     cases += [dict(backend=b, reduction="mean", sizes=unequal, options={}, trained_teacher=True) for b in backends]
+    # The binned algorithm's grid is chosen per row, so each rank's rows match the single process too.
+    cases += [
+        dict(backend=b, reduction=r, sizes=unequal, options={"algorithm": "binned"}, trained_teacher=False)
+        for b in backends
+        if b != "reference"
+        for r in ("mean", "none")
+    ]
     return [dict(case, kind="agreement", seed=i, device=device, dtype=dtype) for i, case in enumerate(cases)]
 
 
