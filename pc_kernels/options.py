@@ -73,7 +73,8 @@ class LossOptions:
         rows: ``None`` (default: every reference row) or ``(start, end)``: compute the
             loss only for reference rows ``start <= i < end``, each against the whole
             batch. "mean" then averages over those ``end - start`` rows.
-        chunk_rows: torch backend only: reference rows processed per chunk. ``None``
+        chunk_rows: reference rows processed together: the torch backend's rank chunk with
+            algorithm="dense", either backend's block with algorithm="binned". ``None``
             (default) derives it from the backend's memory budget.
         distributed: ``False`` (default) or ``True``: when torch.distributed is initialized,
             treat each rank's features as its slice of a global batch (see

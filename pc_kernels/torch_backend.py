@@ -16,6 +16,15 @@ candidates) and the euclidean distance step one of ``chunk_rows · n · d``. ``c
 a cache-sized tile is fastest; 512 MiB on CUDA, where large launches are), overridden by the
 environment variable ``PC_KERNELS_TORCH_WORKSPACE_BYTES``. At least one row is always
 processed, so the workspace never drops below one row's tile.
+
+``algorithm="binned"`` replaces the O(n³) rank step by ``binned_soft_ranks.py`` (O(n² + n·B log B))
+and processes the reference rows in blocks of ``binned_block_rows`` (``chunk_rows`` if set, else
+what fits ``BINNED_BLOCK_BYTES``: 32 MiB on CPU, where blocks that stay in cache are fastest;
+2 GiB on CUDA), each block as one chunk. When all blocks together would keep more than
+``BINNED_MEMORY_BYTES`` (4 GiB on CPU, 24 GiB on CUDA, estimated at 16 (rows, n) tensors per
+block row) for the backward, every block is checkpointed instead: it is recomputed during the
+backward, and memory holds one block's tensors at a time. The triton backend reuses this
+pipeline with its own dissimilarity kernel (``row_losses``'s ``candidates`` argument).
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from .binned_soft_ranks import binned_soft_ranks
+from .gram_distances import gram_distance_rows
 from .options import COSINE_NORM_EPS, ROW_STD_EPS, SPEARMAN_EPS, LossOptions
 from .torch_soft_ranks import soft_ranks, strip_rows
 
@@ -72,27 +82,32 @@ def _candidate_index(n: int, start: int, end: int, device: torch.device) -> torc
     return columns[None, :] + (columns[None, :] >= rows[:, None]).long()
 
 
-def _dissimilarity_rows(x: torch.Tensor, kind: str, start: int, end: int) -> torch.Tensor:
+def _dissimilarity_rows(x: torch.Tensor, kind: str, start: int, end: int, gram: bool) -> torch.Tensor:
     """(m, n) dissimilarities of rows start … end − 1 of x (n, d) to every row of x.
 
     Euclidean distances are taken from coordinate differences (no ‖a‖² + ‖b‖² − 2ab
-    cancellation), so equal rows give exactly 0, with a zero gradient there.
+    cancellation), so equal rows give exactly 0, with a zero gradient there; with ``gram``, from
+    the float64 Gram form instead (``gram_distances.py``: for float32 x, as accurate as its inputs).
     """
     if kind == "cosine":
         norms = x.norm(dim=1).clamp_min(COSINE_NORM_EPS)
         return 1.0 - (x[start:end] @ x.T) / (norms[start:end, None] * norms[None, :])
+    if gram:
+        return gram_distance_rows(x[start:end], x, kind == "sqeuclidean")
     distances = torch.cdist(x[start:end], x, compute_mode="donot_use_mm_for_euclid_dist")
     return distances.square() if kind == "sqeuclidean" else distances
 
 
 def candidate_dissimilarities(x: torch.Tensor, options: LossOptions, start: int, end: int) -> torch.Tensor:
     """(m, n − 1) dissimilarities of reference rows start … end − 1 to their candidates j != i,
-    computed in chunks of rows whose (rows, n, d) work fits the workspace."""
+    computed in chunks of rows whose (rows, n, d) work fits the workspace. The binned algorithm
+    takes float32 euclidean distances from the float64 Gram form (``gram_distances.py``)."""
     n = x.shape[0]
     step = chunk_rows(options, n * x.shape[1], x)
+    gram = options.algorithm == "binned" and x.dtype == torch.float32
     return torch.cat(
         [
-            _dissimilarity_rows(x, options.dissimilarity, a, min(a + step, end)).gather(
+            _dissimilarity_rows(x, options.dissimilarity, a, min(a + step, end), gram).gather(
                 1, _candidate_index(n, a, min(a + step, end), x.device)
             )
             for a in range(start, end, step)
