@@ -55,8 +55,6 @@ RANK_TOLERANCE = 1e-5
 SATURATION = 30.0
 # Largest grid (nodes per row) a call may use, automatic or given as ``bins``.
 MAX_BINS = 2**22
-# Points per row chunk on CPU (a chunk's grids then fit in cache; measured fastest at n = 4096).
-CPU_CHUNK_POINTS = 2**17
 # Bits of the int64 fixed-point deposits left for the values (the rest absorbs the row's sum).
 _FIXED_POINT_BITS = 61
 
@@ -66,18 +64,20 @@ def automatic_spacing(tau: float) -> float:
     return tau * math.sqrt(RANK_TOLERANCE / RANK_ERROR_CONSTANT)
 
 
-def _close_gaps(x: torch.Tensor, tau: float, bins: int | None) -> torch.Tensor:
+def _close_gaps(x: torch.Tensor, tau: float, bins: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Offsets x − min of each row of x (c, w), with every empty stretch wider than SATURATION·τ
-    shortened to SATURATION·τ (module docstring). Coarse cells of that width are kept when they
-    hold a point or follow one that does; the others are removed.
+    shortened to SATURATION·τ (module docstring), and each row's spread (largest offset), (c, 1).
+    Coarse cells of that width are kept when they hold a point or follow one that does; the others
+    are removed.
 
     Automatic grids skip this while their node count stays below 2 w (closing gaps then saves
     less than it costs); a row's soft ranks change by less than e^(−SATURATION) either way."""
     width = SATURATION * tau
-    offsets = x - x.min(dim=1, keepdim=True).values
-    spread = offsets.max().item()
+    low, high = torch.aminmax(x, dim=1, keepdim=True)
+    offsets, spreads = x - low, high - low
+    spread = spreads.max().item()
     if spread <= 2.0 * width or (bins is None and spread <= 2 * x.shape[1] * automatic_spacing(tau)):
-        return offsets
+        return offsets, spreads
     if spread / width > MAX_BINS:
         raise ValueError(
             f"algorithm='binned' cannot grid rows spread over {spread:.3g} scaled units at tau={tau}: "
@@ -91,13 +91,13 @@ def _close_gaps(x: torch.Tensor, tau: float, bins: int | None) -> torch.Tensor:
     kept[:, 1:] |= occupied[:, :-1]
     removed_before = torch.cumsum(~kept, dim=1)
     if not bool(removed_before[:, -1].any()):
-        return offsets
-    return offsets - removed_before.gather(1, cell).to(x.dtype) * width
+        return offsets, spreads
+    offsets -= removed_before.gather(1, cell).to(x.dtype) * width
+    return offsets, offsets.amax(dim=1, keepdim=True)
 
 
-def _grid_size(offsets: torch.Tensor, tau: float, bins: int | None) -> tuple[torch.Tensor, int]:
-    """Grid spacing h (a scalar tensor, or (c, 1) per row) and node count B for gap-closed offsets."""
-    spread = offsets.max(dim=1, keepdim=True).values
+def _grid_size(spread: torch.Tensor, tau: float, bins: int | None) -> tuple[torch.Tensor, int]:
+    """Grid spacing h (a scalar tensor, or (c, 1) per row) and node count B for rows of spreads (c, 1)."""
     if bins is not None:
         return torch.where(spread > 0, spread, torch.ones_like(spread)) / (bins - 1), bins
     nodes = math.ceil(spread.max().item() / automatic_spacing(tau)) + 1
@@ -107,7 +107,7 @@ def _grid_size(offsets: torch.Tensor, tau: float, bins: int | None) -> tuple[tor
             f"{RANK_TOLERANCE} at tau={tau}; pass bins= to choose fewer (error bound "
             f"{RANK_ERROR_CONSTANT:.4f}·(h/tau)², h = row spread / (bins − 1)) or use algorithm='dense'"
         )
-    return torch.tensor(automatic_spacing(tau), dtype=offsets.dtype, device=offsets.device), max(2, nodes)
+    return torch.tensor(automatic_spacing(tau), dtype=spread.dtype, device=spread.device), max(2, nodes)
 
 
 class Grid:
@@ -126,8 +126,8 @@ class Grid:
     @classmethod
     def of(cls, x: torch.Tensor, tau: float, bins: int | None) -> "Grid":
         """The grid of the rows of x (c, w): automatic (``bins=None``) or ``bins`` nodes per row."""
-        offsets = _close_gaps(x, tau, bins)
-        spacing, nodes = _grid_size(offsets, tau, bins)
+        offsets, spread = _close_gaps(x, tau, bins)
+        spacing, nodes = _grid_size(spread, tau, bins)
         u = offsets.div_(spacing).clamp_(0.0, nodes - 1)
         node = torch.floor(u).clamp_max_(nodes - 2)
         return cls(node.long(), u.sub_(node), spacing, nodes, tau)
@@ -178,40 +178,26 @@ class Grid:
         return torch.lerp(smoothed.gather(2, index), smoothed[..., 1:].gather(2, index), self.fraction)
 
 
-def _row_chunks(x: torch.Tensor) -> list[slice]:
-    """Row chunks of x (m, w): on CPU of about CPU_CHUNK_POINTS points, so a chunk's grids stay in
-    cache; elsewhere all rows at once (callers bound the rows)."""
-    step = max(1, CPU_CHUNK_POINTS // x.shape[1]) if x.device.type == "cpu" else x.shape[0]
-    return [slice(r, min(r + step, x.shape[0])) for r in range(0, x.shape[0], step)]
-
-
 class BinnedSoftRanks(torch.autograd.Function):
     """(m, w) scaled candidate dissimilarities → (m, w) soft ranks; see the module docstring.
 
-    The backward rebuilds the grids from the saved input rather than keeping them.
+    The grid (node, fraction, spacing) is kept for the backward.
     """
 
     @staticmethod
     def forward(ctx: FunctionCtx, scaled: torch.Tensor, tau: float, bins: int | None) -> torch.Tensor:
-        ranks = torch.empty_like(scaled)
-        for chunk in _row_chunks(scaled):
-            grid = Grid.of(scaled[chunk].detach(), tau, bins)
-            ranks[chunk] = grid.kernel_sums(None, False, grid.spectrum(False))[0]
-        ctx.save_for_backward(scaled)
-        ctx.tau, ctx.bins = tau, bins
-        return ranks.div_(scaled.shape[1] - 1).add_(0.5)
+        grid = Grid.of(scaled.detach(), tau, bins)
+        sums = grid.kernel_sums(None, False, grid.spectrum(False))[0]
+        ctx.save_for_backward(grid.node, grid.fraction, grid.spacing)
+        ctx.tau, ctx.nodes = tau, grid.nodes
+        return sums.div_(scaled.shape[1] - 1).add_(0.5)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        (scaled,) = ctx.saved_tensors
-        grad = torch.empty_like(scaled)
-        for chunk in _row_chunks(scaled):
-            grid = Grid.of(scaled[chunk], ctx.tau, ctx.bins)
-            weights = torch.stack((torch.ones_like(g[chunk]), g[chunk]))
-            a, b = grid.kernel_sums(weights, True, grid.spectrum(True))
-            grad[chunk] = g[chunk] * a - b
-        return grad.div_(ctx.tau * (g.shape[1] - 1)), None, None
+        grid = Grid(*ctx.saved_tensors, ctx.nodes, ctx.tau)
+        a, b = grid.kernel_sums(torch.stack((torch.ones_like(g), g)), True, grid.spectrum(True))
+        return (g * a - b).div_(ctx.tau * (g.shape[1] - 1)), None, None
 
 
 def binned_soft_ranks(scaled: torch.Tensor, tau: float, bins: int | None) -> torch.Tensor:
@@ -219,7 +205,7 @@ def binned_soft_ranks(scaled: torch.Tensor, tau: float, bins: int | None) -> tor
 
     Within RANK_ERROR_CONSTANT·(h/τ)² of the dense soft ranks, h the grid spacing: automatic
     (``bins=None``: the bound is RANK_TOLERANCE) or each row's spread (after closing gaps) over
-    ``bins − 1``. Differentiable in ``scaled``. Memory: a few (m, L) buffers, L <= 4 B; callers
-    bound it by passing blocks of rows.
+    ``bins − 1``. Differentiable in ``scaled``. Memory: a few (m, L) buffers, L <= 4 B, and the grid
+    (about three (m, w) tensors) kept for the backward; callers bound it by passing blocks of rows.
     """
     return BinnedSoftRanks.apply(scaled, tau, bins)

@@ -40,8 +40,8 @@ class GramDistanceRows(torch.autograd.Function):
         norms_a, norms_b = (a * a).sum(dim=1, keepdim=True), (b * b).sum(dim=1)
         scale = norms_a + norms_b
         squares = torch.addmm(scale, a, b.T, alpha=-2.0)
-        squares = torch.where(squares > SNAP * torch.finfo(torch.float64).eps * scale, squares, 0.0)
-        distances = squares if squared else squares.sqrt()
+        squares.masked_fill_(squares <= scale.mul_(SNAP * torch.finfo(torch.float64).eps), 0.0)
+        distances = squares if squared else squares.sqrt_()
         ctx.save_for_backward(x1, x2, distances)
         ctx.squared = squared
         return distances.to(x1.dtype)
