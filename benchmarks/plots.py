@@ -1,4 +1,5 @@
-"""PNG plots of one run on one device: time vs n, peak memory vs n, speedup vs the best alternative.
+"""PNG plots of one run on one device: time vs n, peak memory vs n, speedups (our dense providers vs
+the best alternative, binned vs dense).
 
 Each figure has one panel per (feature sizes, dtype) and mode, log-log axes, and a title naming the
 device and the date of the run: a figure never mixes devices.
@@ -16,7 +17,7 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
 
-from .providers import ALTERNATIVES, OURS, PROVIDERS  # noqa: E402
+from .providers import ALTERNATIVES, BINNED_DENSE, DENSE_OURS, PROVIDERS  # noqa: E402
 from .records import Row  # noqa: E402
 from .throughput import MODES  # noqa: E402
 
@@ -134,21 +135,30 @@ def best_alternative_s(rows: list[Row], n: int) -> float | None:
     return min(times, default=None)
 
 
+def binned_speedup(rows: list[Row], binned: str, n: int) -> float | None:
+    """Dense time / binned time at n, for binned provider ``binned`` and the dense provider of its
+    backend, or None unless both ran at n."""
+    ok = {r["provider"]: r["median_s"] for r in rows if r["n"] == n and r["status"] == "ok"}
+    dense = BINNED_DENSE[binned]
+    return ok[dense] / ok[binned] if binned in ok and dense in ok else None
+
+
 def _speedup_lines(rows: list[Row]) -> list[Line]:
     lines = []
-    for provider in OURS:
+    for provider in DENSE_OURS:
         pairs = [(r["n"], best_alternative_s(rows, r["n"]), r["median_s"]) for r in _ok(rows, provider)]
         pairs = [(n, alt / ours) for n, alt, ours in pairs if alt is not None]
         if pairs:
             n, speedup = zip(*pairs)
-            lines.append(
-                Line(
-                    f"{provider} vs best of {', '.join(ALTERNATIVES)}",
-                    _color(provider),
-                    list(n),
-                    list(speedup),
-                )
-            )
+            label = f"{provider} vs best of {', '.join(ALTERNATIVES)}"
+            lines.append(Line(label, _color(provider), list(n), list(speedup)))
+    for binned, dense in BINNED_DENSE.items():
+        sizes = sorted({r["n"] for r in rows})
+        pairs = [(n, ratio) for n in sizes if (ratio := binned_speedup(rows, binned, n)) is not None]
+        if pairs:
+            n, speedup = zip(*pairs)
+            label = f"{binned} vs {dense} (binned vs dense)"
+            lines.append(Line(label, _color(binned), list(n), list(speedup)))
     return lines
 
 
@@ -227,7 +237,7 @@ def draw_plots(rows: list[Row], folder: Path) -> list[Path]:
         ("Time per call (median, bars: p20–p80)", "seconds", _time_lines, False),
         ("Peak memory of one call above its inputs", "MiB", _memory_lines, False),
         (
-            "Speedup: best alternative's time / ours (above 1: ours is faster)",
+            "Speedup of A vs B: B's time / A's time (above 1: A is faster)",
             "speedup ×",
             _speedup_lines,
             True,

@@ -7,6 +7,9 @@ fresh process each, so that peak memory is sound):
 
 writes its resident memory once the inputs exist to READY_PATH (for the parent's memory guard)
 and the measurement as JSON to RESULT_PATH.
+
+After the timing (outside the timed calls and the memory measurement), a point of one of our
+providers that ran also gets its accuracy on its own inputs (``accuracy``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 import numpy
@@ -23,13 +26,15 @@ import torch
 
 from pc_kernels import reference
 
-from .memory import peak_bytes_of, rss_bytes
-from .providers import check_provider, loss_function
+from .memory import peak_bytes_of, relax_cpu_allocator, rss_bytes
+from .providers import OURS, check_provider, loss_function
 from .throughput import check_mode
 
 _UNCAPPED_BYTES = 2**62
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Reference rows the accuracy of a point is measured on by default: rows=(0, min(n, ACCURACY_ROWS)).
+ACCURACY_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -64,12 +69,15 @@ class Settings:
     time_limit_s: the longest one steady-state call may take; a slower point is "too slow".
     repeat_budget_s: steady-state calls are repeated while they fit in this time ...
     min_repeats, max_repeats: ... but at least min_repeats and at most max_repeats times.
+    accuracy_rows: our providers' accuracy is measured on reference rows 0 .. min(n, accuracy_rows) − 1
+        (0: not measured).
     """
 
     time_limit_s: float
     repeat_budget_s: float
     min_repeats: int
     max_repeats: int
+    accuracy_rows: int = ACCURACY_ROWS
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,8 @@ class Measurement:
     Times are seconds (median and 20th/80th percentiles of ``samples`` steady-state calls; the
     first call, which compiles or JIT-builds kernels, is excluded and reported as
     ``first_call_s``); ``peak_bytes`` is the peak memory of one call above its inputs.
+    ``loss_rel_error`` and ``grad_cosine`` (our providers only) are its accuracy on
+    ``accuracy_rows`` reference rows (see ``accuracy``).
     """
 
     status: str
@@ -89,6 +99,9 @@ class Measurement:
     samples: int = 0
     first_call_s: float | None = None
     peak_bytes: int | None = None
+    accuracy_rows: int | None = None
+    loss_rel_error: float | None = None
+    grad_cosine: float | None = None
 
 
 def _elapsed_s(call: Callable[[], None], device: str) -> float:
@@ -130,9 +143,13 @@ def _first_line(error: BaseException, limit: int) -> str:
 
 
 def _timed(point: Point, settings: Settings, call: Callable[[], None]) -> Measurement:
+    """First call (warm-up), one call for peak memory, then the timed calls; on CPU the allocator
+    is relaxed between the last two (``benchmarks.memory``)."""
     first = _first_call_s(call, point.device)
-    samples: list[float] = []
-    peak = peak_bytes_of(lambda: samples.append(_elapsed_s(call, point.device)), point.device)
+    peak = peak_bytes_of(call, point.device)
+    if point.device == "cpu":
+        relax_cpu_allocator()
+    samples = [_elapsed_s(call, point.device)]
     if samples[0] > settings.time_limit_s:
         return Measurement(
             "skipped",
@@ -154,8 +171,18 @@ def _timed(point: Point, settings: Settings, call: Callable[[], None]) -> Measur
     )
 
 
-def build_call(point: Point) -> Callable[[], None]:
-    """Make the point's inputs (seeded normal features) and return one loss call on them.
+def make_inputs(point: Point) -> tuple[torch.Tensor, torch.Tensor]:
+    """The point's inputs: seeded normal features (the same for every provider), student requiring grad."""
+    point.checked()
+    generator = torch.Generator(device="cpu").manual_seed(point.n)
+    dtype = DTYPES[point.dtype]
+    student = torch.randn(point.n, point.p, generator=generator).to(point.device, dtype).requires_grad_()
+    teacher = torch.randn(point.n, point.q, generator=generator).to(point.device, dtype)
+    return student, teacher
+
+
+def build_call(point: Point, inputs: tuple[torch.Tensor, torch.Tensor] | None = None) -> Callable[[], None]:
+    """Return one loss call on the point's inputs (``make_inputs(point)`` unless given).
 
     The call runs the provider's forward ("fwd", with the student requiring grad, as in
     training) or forward and backward ("fwd_bwd", clearing the student's grad first). It does
@@ -164,10 +191,7 @@ def build_call(point: Point) -> Callable[[], None]:
     point.checked()
     if point.provider == "reference_compiled":
         torch._dynamo.reset()
-    generator = torch.Generator(device="cpu").manual_seed(point.n)
-    dtype = DTYPES[point.dtype]
-    student = torch.randn(point.n, point.p, generator=generator).to(point.device, dtype).requires_grad_()
-    teacher = torch.randn(point.n, point.q, generator=generator).to(point.device, dtype)
+    student, teacher = inputs if inputs is not None else make_inputs(point)
     loss_fn = loss_function(point.provider)
 
     def call() -> None:
@@ -180,23 +204,73 @@ def build_call(point: Point) -> Callable[[], None]:
     return call
 
 
+# Dense float64 results per (inputs, rows), shared by the providers measured in one process (CUDA).
+_DENSE64: dict[tuple, tuple[float, torch.Tensor]] = {}
+
+
+def _loss_and_gradient(
+    provider: str, student: torch.Tensor, teacher: torch.Tensor, rows: tuple[int, int]
+) -> tuple[float, torch.Tensor]:
+    """The provider's mean loss over ``rows`` and its student gradient (flat float64 on the CPU)."""
+    student = student.detach().requires_grad_()
+    loss = loss_function(provider, rows)(student, teacher)
+    (gradient,) = torch.autograd.grad(loss, student)
+    return loss.item(), gradient.to("cpu", torch.float64).flatten()
+
+
+def accuracy(point: Point, inputs: tuple[torch.Tensor, torch.Tensor], rows: int) -> tuple[float, float]:
+    """(loss_rel_error, grad_cosine) of our provider ``point.provider`` on ``inputs``.
+
+    Both sides compute only reference rows 0 .. min(n, rows) − 1 (each against the whole batch),
+    so this stays cheap at any n: the provider in the point's dtype, and the dense torch backend
+    in float64 (inputs cast). loss_rel_error = |L − L_dense64| / |L_dense64| for the mean loss L of
+    those rows; grad_cosine is the cosine similarity of the two student gradients.
+    """
+    student, teacher = inputs
+    span = (0, min(point.n, rows))
+    key = (point.n, point.p, point.q, point.dtype, point.device, span)
+    if key not in _DENSE64:
+        _DENSE64[key] = _loss_and_gradient("torch", student.double(), teacher.double(), span)
+    exact_loss, exact_gradient = _DENSE64[key]
+    loss, gradient = _loss_and_gradient(point.provider, student, teacher, span)
+    error = abs(loss - exact_loss) / abs(exact_loss) if exact_loss != 0 else abs(loss)
+    cosine = torch.nn.functional.cosine_similarity(gradient, exact_gradient, dim=0).item()
+    return error, cosine
+
+
+def _with_accuracy(point: Point, settings: Settings, inputs, measurement: Measurement) -> Measurement:
+    """``measurement`` with the accuracy of an "ok" point of ours added (a failure goes to the note)."""
+    if measurement.status != "ok" or point.provider not in OURS or settings.accuracy_rows < 1:
+        return measurement
+    try:
+        error, cosine = accuracy(point, inputs, settings.accuracy_rows)
+    except Exception as failure:  # noqa: BLE001 - the timing stands; the note says what failed
+        note = f"accuracy not measured ({type(failure).__name__}: {_first_line(failure, 120)})"
+        return replace(measurement, note=note)
+    rows = min(point.n, settings.accuracy_rows)
+    return replace(measurement, accuracy_rows=rows, loss_rel_error=error, grad_cosine=cosine)
+
+
 def measure_point(point: Point, settings: Settings, ready: Callable[[], None] | None = None) -> Measurement:
     """Time and measure one point; out-of-memory and other failures become "oom"/"error" results.
 
-    ``ready`` (optional) is called once the inputs exist, before the first loss call.
+    ``ready`` (optional) is called once the inputs exist, before the first loss call. An "ok"
+    point of ours then gets its accuracy (``accuracy``), outside the timing and memory measurement.
     """
     # The harness guards memory itself (the runner predicts the eager reference's n³ footprint
     # and watches or catches the rest), so the reference's own size cap is lifted here.
     reference.set_memory_limit(_UNCAPPED_BYTES)
     try:
-        call = build_call(point)
+        inputs = make_inputs(point)
+        call = build_call(point, inputs)
         if ready is not None:
             ready()
-        return _timed(point, settings, call)
+        measurement = _timed(point, settings, call)
     except Exception as error:  # noqa: BLE001 - every failure becomes a recorded cell
         if _is_out_of_memory(error):
             return Measurement("oom", f"OOM ({_first_line(error, 120)})")
         return Measurement("error", f"error ({type(error).__name__}: {_first_line(error, 160)})")
+    return _with_accuracy(point, settings, inputs, measurement)
 
 
 def _worker(point_json: str, result_path: str, ready_path: str) -> None:

@@ -3,6 +3,11 @@
 Every row is one (provider, mode, n, p, q, dtype) point of one run. Rows are appended to
 ``<out>/<device-tag>/results.csv`` as soon as they are measured; a run is identified by ``run_id``
 and is either "quick" or "full".
+
+Accuracy (our providers' rows with status "ok"): ``loss_rel_error`` and ``grad_cosine`` compare the
+provider, on the point's own inputs, with the dense torch backend in float64 on the first
+``accuracy_rows`` reference rows (``benchmarks.point.accuracy``). Files written before these
+columns existed still load (the cells are None) and are upgraded in place on the next append.
 """
 
 from __future__ import annotations
@@ -44,9 +49,24 @@ FIELDS = (
     "sigmoid_evals",
     "evals_per_s",
     "floor_fraction",
+    "accuracy_rows",
+    "loss_rel_error",
+    "grad_cosine",
 )
-INT_FIELDS = ("threads", "n", "p", "q", "samples", "peak_bytes", "sigmoid_evals")
-FLOAT_FIELDS = ("median_s", "p20_s", "p80_s", "first_call_s", "compile_s", "evals_per_s", "floor_fraction")
+# Columns added after results were first stored: a file without them still loads.
+ADDED_FIELDS = ("accuracy_rows", "loss_rel_error", "grad_cosine")
+INT_FIELDS = ("threads", "n", "p", "q", "samples", "peak_bytes", "sigmoid_evals", "accuracy_rows")
+FLOAT_FIELDS = (
+    "median_s",
+    "p20_s",
+    "p80_s",
+    "first_call_s",
+    "compile_s",
+    "evals_per_s",
+    "floor_fraction",
+    "loss_rel_error",
+    "grad_cosine",
+)
 STATUSES = ("ok", "oom", "skipped", "error")
 POINT_FIELDS = ("provider", "mode", "n", "p", "q", "dtype")
 RESULTS_FILE = "results.csv"
@@ -120,10 +140,33 @@ def run_environment(device: str, threads: int, run_kind: str) -> Row:
     }
 
 
+def _header(path: Path) -> tuple[str, ...]:
+    with path.open(newline="", encoding="utf-8") as source:
+        return tuple(next(csv.reader(source), ()))
+
+
+def _checked_header(path: Path, header: tuple[str, ...]) -> tuple[str, ...]:
+    """``header`` if it is FIELDS, or FIELDS without some of ADDED_FIELDS (an older file), else raise."""
+    if [f for f in FIELDS if f in header] != list(header) or set(FIELDS) - set(header) - set(ADDED_FIELDS):
+        raise ValueError(f"{path} does not have the results columns {', '.join(FIELDS)}")
+    return header
+
+
 def append_rows(path: Path, rows: list[Row]) -> None:
-    """Append ``rows`` to the CSV file ``path`` (created with a header when new)."""
+    """Append ``rows`` to the CSV file ``path`` (created with a header when new).
+
+    A file with an older header (without some of ADDED_FIELDS) is first rewritten with the current
+    header, its rows kept and their new cells empty.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     new = not path.exists()
+    if not new and _checked_header(path, _header(path)) != FIELDS:
+        with path.open(newline="", encoding="utf-8") as source:
+            old = list(csv.DictReader(source))
+        with path.open("w", newline="", encoding="utf-8") as out:
+            writer = csv.DictWriter(out, fieldnames=FIELDS, restval="")
+            writer.writeheader()
+            writer.writerows(old)
     with path.open("a", newline="", encoding="utf-8") as out:
         writer = csv.DictWriter(out, fieldnames=FIELDS)
         if new:
@@ -133,20 +176,22 @@ def append_rows(path: Path, rows: list[Row]) -> None:
 
 
 def _parsed(raw: dict[str, str]) -> Row:
-    row: Row = dict(raw)
+    row: Row = {key: raw.get(key, "") for key in FIELDS}
     for key in INT_FIELDS:
-        row[key] = int(raw[key]) if raw[key] else None
+        row[key] = int(raw[key]) if raw.get(key) else None
     for key in FLOAT_FIELDS:
-        row[key] = float(raw[key]) if raw[key] else None
+        row[key] = float(raw[key]) if raw.get(key) else None
     return row
 
 
 def load_rows(path: Path) -> list[Row]:
-    """All rows of a results CSV file, with numbers parsed and empty cells as None."""
+    """All rows of a results CSV file, with numbers parsed and empty or absent cells as None.
+
+    Files without some of ADDED_FIELDS (written before those columns existed) load too.
+    """
     with path.open(newline="", encoding="utf-8") as source:
         reader = csv.DictReader(source)
-        if tuple(reader.fieldnames or ()) != FIELDS:
-            raise ValueError(f"{path} does not have the results columns {', '.join(FIELDS)}")
+        _checked_header(path, tuple(reader.fieldnames or ()))
         return [_parsed(raw) for raw in reader]
 
 

@@ -1,13 +1,19 @@
 """Command-line benchmark report: sweep providers × modes × n × dims × dtypes on one device.
 
     python -m benchmarks.report --device {cpu,cuda} --sizes 64,128,... --dims 64[,256 or PxQ]
-        --dtypes float32[,bfloat16] --providers triton,torch,reference,reference_compiled
+        --dtypes float32[,bfloat16]
+        --providers triton,triton_binned,torch,torch_binned,reference,reference_compiled
         --modes fwd,fwd_bwd [--quick] [--time-limit SECONDS] [--memory-limit-gb X]
+        [--min-repeats N] [--max-repeats N] [--accuracy-rows N]
         [--threads N] [--compile-cache {fresh,shared}] --out DIR
 
 Rows are appended to DIR/<device-tag>/results.csv as each point finishes (a run stopped early
-keeps what it measured); at the end the run's plots (PNG) and table (table.md) are
-written beside it and the table is printed. Exits with status 1 if any point failed with an error
+keeps what it measured); at the end the run's table is printed, and plots (PNG) and a table
+(table.md) are written beside the CSV file: of this run's rows with --quick, else of every point's
+latest full measurement in that file (as ``benchmarks.readme_table`` pools them), so that a run of a
+few providers or sizes adds to the stored results instead of hiding them. Each point of our
+providers that ran also records its accuracy against the dense float64 torch backend on its first
+--accuracy-rows reference rows. Exits with status 1 if any point failed with an error
 (out-of-memory and too-slow points are results, not errors).
 """
 
@@ -21,11 +27,11 @@ from pathlib import Path
 import torch
 
 from .plots import draw_plots
-from .point import DTYPES, Settings
+from .point import ACCURACY_ROWS, DTYPES, Settings
 from .providers import PROVIDERS
-from .records import RESULTS_FILE, Row, append_rows, device_tag, run_environment
+from .records import RESULTS_FILE, Row, append_rows, device_tag, latest_per_point, load_rows, run_environment
 from .runner import GIB, SweepConfig, run_sweep
-from .table import format_bytes, format_seconds, markdown_tables
+from .table import format_bytes, format_cosine, format_seconds, markdown_tables
 from .throughput import MODES
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -108,6 +114,17 @@ def _parser() -> argparse.ArgumentParser:
         "--memory-limit-gb", type=float, help="most memory one call may use above its inputs, GiB"
     )
     parser.add_argument(
+        "--min-repeats", type=int, help="timed calls per point, at least (default: per device and --quick)"
+    )
+    parser.add_argument("--max-repeats", type=int, help="timed calls per point at most (default likewise)")
+    parser.add_argument(
+        "--accuracy-rows",
+        type=int,
+        default=ACCURACY_ROWS,
+        help="reference rows our providers' accuracy is measured on: the first min(n, N)"
+        f" (default {ACCURACY_ROWS}; 0: not measured)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         help="torch threads on CPU (default: all cores; 1 with --quick, which must not need a quiet machine)",
@@ -146,6 +163,12 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
     for option, value in (("--memory-limit-gb", args.memory_limit_gb), ("--time-limit", args.time_limit)):
         if value is not None and value <= 0:
             raise SystemExit(f"{option} must be > 0; got {value}")
+    min_repeats = min_repeats if args.min_repeats is None else args.min_repeats
+    max_repeats = max(max_repeats, min_repeats) if args.max_repeats is None else args.max_repeats
+    if min(min_repeats, max_repeats) < 1 or max_repeats < min_repeats:
+        raise SystemExit(f"need 1 <= --min-repeats <= --max-repeats; got {min_repeats} and {max_repeats}")
+    if args.accuracy_rows < 0:
+        raise SystemExit(f"--accuracy-rows must be >= 0; got {args.accuracy_rows}")
     memory_gib = (
         args.memory_limit_gb or _DEFAULT_MEMORY_SHARE[args.device] * _free_memory_bytes(args.device) / GIB
     )
@@ -159,7 +182,9 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
         modes=args.modes,
         threads=threads,
         memory_limit_bytes=int(memory_gib * GIB),
-        settings=Settings(args.time_limit or time_limit, budget, min_repeats, max_repeats),
+        settings=Settings(
+            args.time_limit or time_limit, budget, min_repeats, max_repeats, accuracy_rows=args.accuracy_rows
+        ),
         fresh_compile_cache=compile_cache == "fresh",
     )
 
@@ -178,6 +203,11 @@ def _progress(row: Row) -> None:
         spread = f"p20 {format_seconds(row['p20_s'])}, p80 {format_seconds(row['p80_s'])}"
         what = f"{format_seconds(row['median_s'])} ({spread})"
         what += f", peak {format_bytes(row['peak_bytes'])}, first call {format_seconds(row['first_call_s'])}"
+        if row["loss_rel_error"] is not None:
+            accuracy = f"loss rel. err {row['loss_rel_error']:.2g}, grad cos {format_cosine(row['grad_cosine'])}"
+            what += ", " + accuracy
+        elif row["note"]:
+            what += f", {row['note']}"
     else:
         what = str(row["note"])
     print(f"{where}: {what}", flush=True)
@@ -196,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         append_rows(folder / RESULTS_FILE, [row])
 
     rows = run_sweep(config, environment, store)
-    written = write_run_outputs(rows, folder)
+    stored = rows if args.quick else latest_per_point(load_rows(folder / RESULTS_FILE), "full")
+    written = write_run_outputs(stored, folder)
     print()
     print(markdown_tables(rows))
     print("Wrote " + ", ".join(str(path) for path in [folder / RESULTS_FILE, *written]))

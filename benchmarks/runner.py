@@ -3,9 +3,9 @@
 Points of one series (provider, mode, dims, dtype) run in increasing n. Before each point the
 runner predicts what it can: a provider unavailable on the device is "skipped (reason)"; the eager
 reference is "OOM (predicted ...)" when its known n³ footprint exceeds the memory limit; a point
-whose time, extrapolated as n³ from the series' last measured point, exceeds the time limit is
-"skipped (too slow: extrapolated ...)"; after a run point ran out of memory or was too slow,
-larger n are not run.
+whose time, extrapolated from the series' last measured point as n³ (n² for the binned providers),
+exceeds the time limit is "skipped (too slow: extrapolated ...)"; after a run point ran out of
+memory or was too slow, larger n are not run.
 
 CPU points run in a fresh worker process each (``python -m benchmarks.point``), watched for
 memory above the limit and for hangs; CUDA points run in this process (allocator statistics give
@@ -29,7 +29,7 @@ import torch
 
 from .memory import rss_bytes
 from .point import Measurement, Point, Settings, measure_point
-from .providers import predicted_reference_bytes, unavailable_reason
+from .providers import BINNED_DENSE, predicted_reference_bytes, time_exponent, unavailable_reason
 from .records import FIELDS, Row
 from .throughput import H100_SIGMOID_FLOOR_PER_S, sigmoid_evaluations
 
@@ -91,7 +91,7 @@ def predicted_measurement(point: Point, config: SweepConfig, series: Series) -> 
         return Measurement("oom", f"OOM (predicted {_gib(need)} > limit {_gib(config.memory_limit_bytes)})")
     if series.last_ok is not None:
         last_n, last_s = series.last_ok
-        seconds = last_s * (point.n / last_n) ** 3
+        seconds = last_s * (point.n / last_n) ** time_exponent(point.provider)
         if seconds > config.settings.time_limit_s:
             return Measurement(
                 "skipped",
@@ -112,9 +112,10 @@ def record_outcome(measurement: Measurement, point: Point, series: Series) -> No
 
 
 def worker_environment(scratch: Path, fresh_compile_cache: bool) -> dict[str, str]:
-    """Environment of a CPU worker process: fixed malloc mmap threshold, passive OpenMP waiting
-    (busy-waiting threads slow every provider alike by 10x or more when another process shares the
-    cores), optional empty inductor cache."""
+    """Environment of a CPU worker process: fixed malloc mmap threshold (for the memory
+    measurement; relaxed again before the timed calls, see ``benchmarks.memory``), passive OpenMP
+    waiting (busy-waiting threads slow every provider alike by 10x or more when another process
+    shares the cores), optional empty inductor cache."""
     env = dict(os.environ)
     env["MALLOC_MMAP_THRESHOLD_"] = str(_MALLOC_MMAP_THRESHOLD)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -131,7 +132,7 @@ def _watch(process: subprocess.Popen, ready: Path, config: SweepConfig) -> Measu
     """Wait for a worker; kill it and say why if it exceeds the memory limit or hangs."""
     settings = config.settings
     deadline = time.monotonic() + _COMPILE_ALLOWANCE_S + settings.repeat_budget_s
-    deadline += (settings.min_repeats + 2) * settings.time_limit_s
+    deadline += (settings.min_repeats + 3) * settings.time_limit_s
     baseline = None
     while process.poll() is None:
         baseline = baseline if baseline is not None else _read_baseline(ready)
@@ -187,16 +188,23 @@ def _measure_here(point: Point, config: SweepConfig) -> Measurement:
 
 
 def to_row(environment: Row, point: Point, measurement: Measurement) -> Row:
-    """One result row: the run's environment, the point, the measurement and derived rates."""
+    """One result row: the run's environment, the point, the measurement and derived rates.
+
+    Sigmoid evaluations (and their rate) are those of the dense algorithm; binned providers do not
+    evaluate them one by one, so their rows leave these cells empty.
+    """
     row: Row = dict.fromkeys(FIELDS)
     row.update({**environment, **asdict(point), **asdict(measurement)})
-    evals = sigmoid_evaluations(point.n, point.mode)
-    row["sigmoid_evals"] = evals
+    if point.provider in BINNED_DENSE:
+        evals = None
+    else:
+        evals = row["sigmoid_evals"] = sigmoid_evaluations(point.n, point.mode)
     if measurement.status == "ok":
         row["compile_s"] = max(measurement.first_call_s - measurement.median_s, 0.0)
-        row["evals_per_s"] = evals / measurement.median_s
-        if point.device == "cuda":
-            row["floor_fraction"] = row["evals_per_s"] / H100_SIGMOID_FLOOR_PER_S
+        if evals is not None:
+            row["evals_per_s"] = evals / measurement.median_s
+            if point.device == "cuda":
+                row["floor_fraction"] = row["evals_per_s"] / H100_SIGMOID_FLOOR_PER_S
     return row
 
 

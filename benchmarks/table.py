@@ -1,11 +1,19 @@
-"""Markdown tables of one run: time and peak memory per provider, speedup, throughput, compile time."""
+"""Markdown tables of one run: time and peak memory per provider, speedups, accuracy, throughput and
+compile time.
+
+Speedups: "ours (dense) vs best alternative" compares the fastest of our exact (dense) providers
+with the fastest alternative (both compute the same loss exactly); "binned vs dense" is each binned
+provider's speedup over the dense provider of its backend (torch_binned vs torch, triton_binned vs
+triton) where both ran. The accuracy column gives each of our providers' loss relative error and
+gradient cosine against the dense float64 torch backend on the point's own inputs.
+"""
 
 from __future__ import annotations
 
 from typing import Callable
 
-from .plots import best_alternative_s, never_ran, run_label, stop_reason
-from .providers import OURS, PROVIDERS
+from .plots import best_alternative_s, binned_speedup, never_ran, run_label, stop_reason
+from .providers import BINNED_DENSE, DENSE_OURS, OURS, PROVIDERS
 from .records import Row
 from .throughput import MODES
 
@@ -39,23 +47,65 @@ def _compile(row: Row) -> str:
     return format_seconds(row["compile_s"])
 
 
-def _best_ours(rows: list[Row]) -> Row | None:
-    ran = [r for r in rows if r["provider"] in OURS and r["status"] == "ok"]
+def _best_dense_ours(rows: list[Row]) -> Row | None:
+    ran = [r for r in rows if r["provider"] in DENSE_OURS and r["status"] == "ok"]
     return min(ran, key=lambda r: r["median_s"], default=None)
 
 
 def _speedup(rows: list[Row]) -> str:
-    ours = _best_ours(rows)
+    ours = _best_dense_ours(rows)
     if ours is None:
-        return "— (ours did not run)"
+        return "— (no dense provider of ours ran)"
     alternative = best_alternative_s(rows, ours["n"])
     if alternative is None:
         return f"— (no alternative ran; {ours['provider']} did)"
     return f"{alternative / ours['median_s']:.3g}× ({ours['provider']})"
 
 
+def _binned_vs_dense(rows: list[Row]) -> str:
+    n = rows[0]["n"]
+    ratios = {binned: binned_speedup(rows, binned, n) for binned in BINNED_DENSE}
+    cells = [
+        f"{ratio:.3g}× ({binned} vs {BINNED_DENSE[binned]})" for binned, ratio in ratios.items() if ratio is not None
+    ]
+    return "; ".join(cells) or "—"
+
+
+def format_cosine(value: float) -> str:
+    """A cosine similarity; close to 1 as "1−1.2e-09", so that its distance to 1 shows."""
+    gap = 1.0 - value
+    if gap <= 0:
+        return "1"
+    return f"1−{gap:.2g}" if gap < 1e-3 else f"{value:.4g}"
+
+
+def _accuracy_rows(rows: list[Row]) -> list[Row]:
+    return [r for r in rows if r["provider"] in OURS and r["loss_rel_error"] is not None]
+
+
+def _accuracy(rows: list[Row], show_rows: bool) -> str:
+    cells = [
+        f"{r['provider']} {r['loss_rel_error']:.2g} · {format_cosine(r['grad_cosine'])}"
+        + (f" ({r['accuracy_rows']} rows)" if show_rows else "")
+        for r in sorted(_accuracy_rows(rows), key=lambda r: OURS.index(r["provider"]))
+    ]
+    return "; ".join(cells) or "—"
+
+
+def _accuracy_note(rows: list[Row]) -> list[str]:
+    """The line that says what the accuracy column compares, and on how many reference rows."""
+    counts = sorted({r["accuracy_rows"] for r in _accuracy_rows(rows)})
+    if not counts:
+        return []
+    return [
+        "- accuracy: each of our providers (in the point's dtype) vs the dense torch backend in float64,"
+        f" same inputs, first {' / '.join(str(c) for c in counts)} reference rows (n if smaller):"
+        " relative error of the mean loss · cosine similarity of the student gradients"
+    ]
+
+
 def _throughput(rows: list[Row]) -> str:
-    ours = _best_ours(rows)
+    ours = _best_dense_ours(rows)
     if ours is None:
         return "—"
     text = f"{ours['evals_per_s']:.3g} ({ours['provider']})"
@@ -78,7 +128,10 @@ def _largest_ran(rows: list[Row], providers: list[str]) -> list[str]:
             if not ran:
                 continue
             above = [r for r in series if r["n"] > ran[-1]]
-            why = "largest swept" if ran[-1] == swept else stop_reason(above[0]) + " above"
+            if above:
+                why = stop_reason(above[0]) + " above"
+            else:  # rows pooled from several runs may sweep some providers further than others
+                why = "largest swept" if ran[-1] == swept else "not swept above"
             parts.append(f"{provider} {ran[-1]} ({why})")
         if parts:
             lines.append(f"- largest n that ran, {mode}: " + ", ".join(parts))
@@ -118,16 +171,14 @@ def markdown_tables(rows: list[Row]) -> str:
         absent = never_ran(block)
         present = [p for p in PROVIDERS if p not in absent and any(r["provider"] == p for r in block)]
         ran = [p for p in present if any(r["provider"] == p and r["status"] == "ok" for r in block)]
-        lines += _grid(
-            block,
-            present,
-            _time_memory,
-            {
-                "ours vs best alternative": _speedup,
-                f"sigmoid evaluations/s of ours{floor_note}": _throughput,
-            },
-        )
-        lines += ["", *_largest_ran(block, ran)]
+        show_rows = len({r["accuracy_rows"] for r in _accuracy_rows(block)}) > 1
+        columns = {"ours (dense) vs best alternative": _speedup}
+        if any(p in BINNED_DENSE for p in present):
+            columns["binned vs dense"] = _binned_vs_dense
+        columns["accuracy: loss rel. err · grad cos"] = lambda at: _accuracy(at, show_rows)
+        columns[f"sigmoid evaluations/s of ours (dense){floor_note}"] = _throughput
+        lines += _grid(block, present, _time_memory, columns)
+        lines += ["", *_largest_ran(block, ran), *_accuracy_note(block)]
         lines += [f"- not run: {provider} — {note}" for provider, note in absent.items()]
         lines += [
             "",

@@ -1,11 +1,13 @@
 """The benchmark harness (benchmarks/) cannot rot: its quick mode runs end to end on CPU.
 
 Checks structure only (every provider × mode × n has a number or an explicit OOM/skip marker,
-plots and table are written, the README block is generated from stored rows); never speed.
+our providers' rows carry their accuracy, plots and table are written, the README block is
+generated from stored rows, results files written before the accuracy columns still load); never speed.
 """
 
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -17,10 +19,19 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.plots import PLOT_FILES, draw_plots  # noqa: E402
-from benchmarks.point import Measurement, Point, Settings  # noqa: E402
-from benchmarks.providers import PROVIDERS  # noqa: E402
+from benchmarks.point import Measurement, Point, Settings, measure_point  # noqa: E402
+from benchmarks.providers import OURS, PROVIDERS  # noqa: E402
 from benchmarks.readme_table import END_MARKER, START_MARKER, benchmark_block, replace_block  # noqa: E402
-from benchmarks.records import FIELDS, STATUSES, append_rows, load_rows  # noqa: E402
+from benchmarks.records import (  # noqa: E402
+    ADDED_FIELDS,
+    FIELDS,
+    STATUSES,
+    append_rows,
+    device_name,
+    device_tag,
+    load_rows,
+)
+from benchmarks.report import main as report_main  # noqa: E402
 from benchmarks.runner import (  # noqa: E402
     Series,
     SweepConfig,
@@ -79,14 +90,26 @@ def test_quick_run_has_a_number_or_marker_for_every_point(quick_run):
         if row["status"] == "ok":
             assert 0 < row["p20_s"] <= row["median_s"] <= row["p80_s"], row
             assert row["samples"] >= 3 and row["peak_bytes"] >= 0 and row["first_call_s"] > 0
-            assert row["sigmoid_evals"] == sigmoid_evaluations(row["n"], row["mode"])
-            assert row["evals_per_s"] == pytest.approx(row["sigmoid_evals"] / row["median_s"])
+            if row["provider"] == "torch_binned":
+                # The binned algorithm does not evaluate the dense sigmoids one by one.
+                assert row["sigmoid_evals"] is None and row["evals_per_s"] is None
+            else:
+                assert row["sigmoid_evals"] == sigmoid_evaluations(row["n"], row["mode"])
+                assert row["evals_per_s"] == pytest.approx(row["sigmoid_evals"] / row["median_s"])
         else:
             assert str(row["note"]).startswith(("OOM", "skipped (")), row
-    triton = [r for r in rows if r["provider"] == "triton"]
+        if row["status"] == "ok" and row["provider"] in OURS:
+            # Accuracy against the dense float64 torch backend on min(n, 256) = 48 reference rows.
+            assert row["accuracy_rows"] == 48 and not row["note"], row
+            assert 0 <= row["loss_rel_error"] < 1e-4 and 1 - 1e-6 < row["grad_cosine"] <= 1 + 1e-12, row
+        else:
+            assert row["accuracy_rows"] is row["loss_rel_error"] is row["grad_cosine"] is None, row
+    triton = [r for r in rows if r["provider"] in ("triton", "triton_binned")]
+    assert len(triton) == 2 * len(MODES)
     assert all(r["status"] == "skipped" and "CUDA" in r["note"] for r in triton)
     assert {r["provider"] for r in rows if r["status"] == "ok"} == {
         "torch",
+        "torch_binned",
         "reference",
         "reference_compiled",
     }
@@ -98,9 +121,28 @@ def test_quick_run_writes_plots_and_prints_the_table(quick_run):
         assert (folder / name).read_bytes().startswith(PNG_MAGIC)
     table = (folder / "table.md").read_text(encoding="utf-8")
     assert table.strip() in stdout
-    assert "| mode | n | torch | reference | reference_compiled |" in table
-    assert "- not run: triton — skipped (" in table
-    assert "- largest n that ran, fwd_bwd: torch 48 (largest swept)" in table
+    assert (
+        "| mode | n | torch | torch_binned | reference | reference_compiled | ours (dense) vs best alternative"
+        " | binned vs dense | accuracy: loss rel. err · grad cos |"
+    ) in table
+    assert "- not run: triton — skipped (" in table and "- not run: triton_binned — skipped (" in table
+    assert "- largest n that ran, fwd_bwd: torch 48 (largest swept), torch_binned 48 (largest swept)" in table
+    assert "- accuracy: each of our providers (in the point's dtype) vs the dense torch backend" in table
+    assert "first 48 reference rows (n if smaller)" in table
+    line = next(line for line in table.splitlines() if line.startswith("| fwd_bwd | 48 |"))
+    assert "× (torch_binned vs torch) |" in line and "; torch_binned " in line and " · 1" in line
+
+
+def test_accuracy_is_measured_after_the_timing_on_the_first_rows_asked_for():
+    point = Point("torch_binned", "fwd", 40, 8, 8, "float32", "cpu")
+    measured = measure_point(point, Settings(1.0, 0.01, 3, 3, accuracy_rows=8))
+    assert measured.status == "ok" and measured.accuracy_rows == 8, measured
+    assert measured.loss_rel_error < 1e-4 and measured.grad_cosine > 1 - 1e-6
+    unmeasured = measure_point(point, Settings(1.0, 0.01, 3, 3, accuracy_rows=0))
+    assert unmeasured.status == "ok" and unmeasured.loss_rel_error is unmeasured.accuracy_rows is None
+    reference = Point("reference", "fwd", 40, 8, 8, "float32", "cpu")
+    reference = measure_point(reference, Settings(1.0, 0.01, 3, 3))
+    assert reference.status == "ok" and reference.loss_rel_error is None
 
 
 def test_unavailable_oom_and_too_slow_points_are_predicted():
@@ -117,6 +159,13 @@ def test_unavailable_oom_and_too_slow_points_are_predicted():
     bigger = Point("torch", "fwd", 128, 16, 16, "float32", "cpu")
     slow = predicted_measurement(bigger, config, series)
     assert slow.status == "skipped" and slow.note.startswith("skipped (too slow: extrapolated 8 s")
+
+    # The binned providers' time is extrapolated as n² instead of n³.
+    series = Series()
+    binned = Point("torch_binned", "fwd", 64, 16, 16, "float32", "cpu")
+    record_outcome(Measurement("ok", median_s=1.0), binned, series)
+    slow = predicted_measurement(Point("torch_binned", "fwd", 128, 16, 16, "float32", "cpu"), config, series)
+    assert slow.status == "skipped" and slow.note.startswith("skipped (too slow: extrapolated 4 s")
 
     series = Series()
     record_outcome(Measurement("oom", "OOM (stopped)"), torch_point, series)
@@ -143,8 +192,21 @@ def _rows(device: str, device_name: str, run_kind: str, run_id: str) -> list[dic
     )
     outcomes = {
         "triton": Measurement("skipped", "skipped (no GPU)"),
+        "triton_binned": Measurement("skipped", "skipped (no GPU)"),
         "torch": Measurement(
             "ok", median_s=0.01, p20_s=0.009, p80_s=0.011, samples=3, first_call_s=0.02, peak_bytes=2**20
+        ),
+        "torch_binned": Measurement(
+            "ok",
+            median_s=0.002,
+            p20_s=0.002,
+            p80_s=0.003,
+            samples=3,
+            first_call_s=0.01,
+            peak_bytes=2**21,
+            accuracy_rows=16,
+            loss_rel_error=3.1e-7,
+            grad_cosine=1 - 2e-11,
         ),
         "reference": Measurement(
             "ok", median_s=0.05, p20_s=0.04, p80_s=0.06, samples=3, first_call_s=0.05, peak_bytes=2**24
@@ -169,6 +231,7 @@ def test_readme_block_is_generated_from_the_latest_full_run_per_device(tmp_path)
     block = benchmark_block(results, tmp_path)
     assert "CPU X" in block and "date-2" in block and "date-1" not in block and "date-3" not in block
     assert "5× (torch)" in block and "OOM (predicted 9 GiB > limit 8 GiB)" in block
+    assert "| 5× (torch_binned vs torch) | torch_binned 3.1e-07 · 1−2e-11 |" in block
     assert "(results/cpu-x/time_vs_n.png)" in block and "no full GPU run is stored yet" in block
     assert (results / "cpu-x" / "speedup.png").read_bytes().startswith(PNG_MAGIC)
 
@@ -199,3 +262,49 @@ def test_plots_survive_points_whose_peak_memory_is_zero(tmp_path):
     paths = draw_plots(rows, tmp_path)
     assert [p.name for p in paths] == list(PLOT_FILES)
     assert all(p.read_bytes().startswith(PNG_MAGIC) for p in paths)
+
+
+def test_results_written_before_the_accuracy_columns_still_load_and_are_kept(tmp_path):
+    path = tmp_path / "cpu-x" / "results.csv"
+    path.parent.mkdir()
+    old_fields = [field for field in FIELDS if field not in ADDED_FIELDS]
+    old_rows = [row for row in _rows("cpu", "CPU X", "full", "1") if row["provider"] != "torch_binned"]
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, fieldnames=old_fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in old_rows)
+
+    loaded = load_rows(path)
+    assert len(loaded) == len(old_rows) and all(set(row) == set(FIELDS) for row in loaded)
+    assert all(row[field] is None for row in loaded for field in ADDED_FIELDS)
+    assert [row["median_s"] for row in loaded] == [row["median_s"] for row in old_rows]
+    assert "| torch | reference |" in benchmark_block(tmp_path, tmp_path)
+
+    new_rows = [row for row in _rows("cpu", "CPU X", "full", "2") if row["provider"] == "torch_binned"]
+    append_rows(path, new_rows)
+    assert path.read_text(encoding="utf-8").splitlines()[0] == ",".join(FIELDS)
+    loaded = load_rows(path)
+    assert [row["run_id"] for row in loaded] == ["1"] * len(old_rows) + ["2"] * len(new_rows)
+    assert loaded[-1]["loss_rel_error"] == pytest.approx(3.1e-7) and loaded[0]["loss_rel_error"] is None
+    block = benchmark_block(tmp_path, tmp_path)
+    assert "5× (torch_binned vs torch)" in block and "| torch | torch_binned | reference |" in block
+
+    with path.open("w", encoding="utf-8") as out:
+        out.write("run_id,unknown\n")
+    with pytest.raises(ValueError, match="results columns"):
+        load_rows(path)
+
+
+def test_a_full_run_of_one_provider_adds_to_the_stored_table_instead_of_replacing_it(tmp_path, capsys):
+    name = device_name("cpu")
+    folder = tmp_path / device_tag("cpu", name)
+    append_rows(folder / "results.csv", _rows("cpu", name, "full", "1"))
+    argv = ["--device", "cpu", "--providers", "torch_binned", "--modes", "fwd", "--sizes", "64"]
+    argv += ["--dims", "8", "--threads", "1", "--max-repeats", "3", "--accuracy-rows", "4", "--out", str(tmp_path)]
+    assert report_main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| fwd | 64 | " in printed and "| fwd | 32 |" not in printed  # this run's table
+    table = (folder / "table.md").read_text(encoding="utf-8")  # every point's latest full measurement
+    assert "| fwd | 32 | " in table and "| fwd | 64 | " in table and "first 4 / 16 reference rows" in table
+    assert "| 5× (torch_binned vs torch) |" in table and "(4 rows)" in table and "(16 rows)" in table
+    assert "- largest n that ran, fwd: torch 32 (not swept above), torch_binned 64 (largest swept)" in table
