@@ -1,11 +1,8 @@
-"""Triton kernels of the triton backend (imported only by ``pc_kernels.triton_backend``).
+"""Triton kernels (no autograd): imported only by the Triton stages of ``pc_kernels.stages``.
 
-    dissimilarity.py   tiled pairwise dissimilarity (tl.dot Gram form), forward and backward to features
-    soft_rank.py       fused soft ranks of student and teacher + discrepancy moments; rank gradient
-    launch.py          interpreter / GPU launch facts and the opt-in fast sigmoid switch
+    soft_rank.py       soft ranks of candidate rows and their gradient, one reference row per program
+    dissimilarity.py   tiled float64 Gram-form dissimilarities, written in the candidate layout
+    sigmoid.py         the accurate and the fast (tanh.approx) sigmoid and its slope
+    launch.py          tile sizes, warps and pipelining depth of every kernel, GPU and interpreter
+    variants.py        every compile variant, for the offline Hopper compile test and model
 """
-
-from .dissimilarity import dissimilarity_backward, dissimilarity_forward
-from .soft_rank import MOMENTS, soft_rank_backward, soft_rank_forward
-
-__all__ = ["MOMENTS", "dissimilarity_backward", "dissimilarity_forward", "soft_rank_backward", "soft_rank_forward"]

@@ -1,20 +1,66 @@
-"""Launch-time facts shared by the kernel launchers: interpreter or GPU, and the sigmoid flavour."""
+"""Launch settings of every Triton kernel, in one place.
+
+On a GPU the tiles are fixed sizes chosen for Hopper (sm_90): wide enough to keep the special-function
+units busy, small enough to stay in registers without spills (``python -m benchmarks hopper`` reads the
+compiled code). Under the Triton interpreter (CPU tensors, ``TRITON_INTERPRET=1``) every program costs a
+few milliseconds whatever its size, so a rank tile spans a whole row of up to ``INTERPRETER_RANK_BLOCK``
+candidates and the distance tiles are the smallest ``tl.dot`` accepts.
+"""
 
 from __future__ import annotations
 
-import os
+from typing import NamedTuple
 
 import torch
 
-# Opt-in: one tanh.approx.f32 special-function op per sigmoid (CUDA, float32 only; see soft_rank.py).
-FAST_SIGMOID_ENV = "PC_KERNELS_FAST_SIGMOID"
+# Soft-rank kernels (forward and backward): candidates j per program × candidates k per loop step.
+RANK_BLOCK_J = 64
+RANK_BLOCK_K = 64
+RANK_WARPS = 4
+# Largest rank tile under the interpreter.
+INTERPRETER_RANK_BLOCK = 128
+
+# Distance kernel: reference rows × candidates per program, features per tl.dot step (float64 tiles).
+DISTANCE_BLOCKS = (64, 64, 32)
+DISTANCE_WARPS = 4
+DISTANCE_STAGES = 2
+# tl.dot needs tiles of at least 16 in every dimension.
+INTERPRETER_DISTANCE_BLOCKS = (16, 16, 16)
+
+
+class RankLaunch(NamedTuple):
+    """Tile and warp count of the soft-rank kernels for one row width."""
+
+    block_j: int
+    block_k: int
+    num_warps: int
+
+
+class DistanceLaunch(NamedTuple):
+    """Tiles, warps and pipelining depth of the distance kernel."""
+
+    block_i: int
+    block_j: int
+    block_p: int
+    num_warps: int
+    num_stages: int
 
 
 def interpreting(x: torch.Tensor) -> bool:
-    """Whether kernels on ``x`` run under the Triton interpreter (CPU tensors, TRITON_INTERPRET=1)."""
+    """Whether kernels on ``x`` run under the Triton interpreter (every non-CUDA tensor)."""
     return x.device.type != "cuda"
 
 
-def fast_sigmoid(x: torch.Tensor) -> bool:
-    """Whether the tanh.approx sigmoid is used for ``x``: float32 CUDA tensors with PC_KERNELS_FAST_SIGMOID=1."""
-    return x.device.type == "cuda" and x.dtype == torch.float32 and os.environ.get(FAST_SIGMOID_ENV) == "1"
+def rank_launch(x: torch.Tensor, width: int) -> RankLaunch:
+    """Soft-rank kernel settings for rows of ``width`` candidates held in ``x``."""
+    if interpreting(x):
+        block = min(max(1 << (width - 1).bit_length(), 4), INTERPRETER_RANK_BLOCK)
+        return RankLaunch(block, block, 1)
+    return RankLaunch(RANK_BLOCK_J, RANK_BLOCK_K, RANK_WARPS)
+
+
+def distance_launch(x: torch.Tensor) -> DistanceLaunch:
+    """Distance kernel settings for features held in ``x``."""
+    if interpreting(x):
+        return DistanceLaunch(*INTERPRETER_DISTANCE_BLOCKS, 1, 1)
+    return DistanceLaunch(*DISTANCE_BLOCKS, DISTANCE_WARPS, DISTANCE_STAGES)

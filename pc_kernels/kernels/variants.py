@@ -1,0 +1,70 @@
+"""Every compile variant of the Triton kernels a GPU launch can use, with its argument types.
+
+Read by the offline Hopper (sm_90) compile test and by the static model of the compiled code
+(``python -m benchmarks hopper``): both compile each variant for a GPU without needing one.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import triton
+
+from . import launch
+from .dissimilarity import _dissimilarity_fwd_kernel
+from .soft_rank import _soft_rank_bwd_kernel, _soft_rank_fwd_kernel
+
+_POINTER = {"float32": "*fp32", "float64": "*fp64"}
+DISTANCE_KINDS = ("euclidean", "sqeuclidean", "cosine")
+
+
+class KernelVariant(NamedTuple):
+    """One compilable kernel: its name, the JIT function, argument types, constexpr values and options."""
+
+    name: str
+    kernel: triton.runtime.JITFunction
+    signature: dict[str, str]
+    constexprs: dict[str, object]
+    options: dict[str, int]
+
+
+def _rank_variants(dtype: str) -> list[KernelVariant]:
+    pointer = _POINTER[dtype]
+    blocks = {"BLOCK_J": launch.RANK_BLOCK_J, "BLOCK_K": launch.RANK_BLOCK_K}
+    options = {"num_warps": launch.RANK_WARPS}
+    out = []
+    for fast in (False, True) if dtype == "float32" else (False,):
+        flavour = "fast" if fast else "accurate"
+        forward = {"d_ptr": pointer, "factor_ptr": pointer, "ranks_ptr": pointer, "w": "i32"}
+        backward = {"d_ptr": pointer, "factor_ptr": pointer, "grad_ranks_ptr": pointer, "out_ptr": pointer, "w": "i32"}
+        for name, kernel, signature in (
+            ("soft_rank_forward", _soft_rank_fwd_kernel, forward),
+            ("soft_rank_backward", _soft_rank_bwd_kernel, backward),
+        ):
+            constexprs = {"FAST": fast, **blocks}
+            out.append(KernelVariant(f"{name}/{dtype}/{flavour}", kernel, signature, constexprs, options))
+    return out
+
+
+def _distance_variants(dtype: str) -> list[KernelVariant]:
+    block_i, block_j, block_p = launch.DISTANCE_BLOCKS
+    signature = {
+        "x_ptr": "*fp64", "norm_ptr": "*fp64", "out_ptr": _POINTER[dtype],
+        "n": "i32", "p": "i32", "row_start": "i32", "row_end": "i32", "snap": "fp32",
+    }  # fmt: skip
+    options = {"num_warps": launch.DISTANCE_WARPS, "num_stages": launch.DISTANCE_STAGES}
+    return [
+        KernelVariant(
+            f"dissimilarity_forward/{dtype}/{kind}",
+            _dissimilarity_fwd_kernel,
+            signature,
+            {"KIND": kind, "BLOCK_I": block_i, "BLOCK_J": block_j, "BLOCK_P": block_p},
+            options,
+        )
+        for kind in DISTANCE_KINDS
+    ]
+
+
+def compile_variants() -> list[KernelVariant]:
+    """Every kernel variant the launchers can run on a GPU, for float32 and float64 outputs."""
+    return [v for dtype in ("float32", "float64") for v in (*_rank_variants(dtype), *_distance_variants(dtype))]
