@@ -9,7 +9,7 @@ Public API:
     available_backends           backends usable for a device here
 """
 
-from .backends import available_backends, resolve_backend
+from .plan import available_backends, resolve_backend
 from .loss import PerceptionCoherenceLoss, pairwise_dissimilarity, perception_coherence_loss, soft_ranks
 
 __all__ = [

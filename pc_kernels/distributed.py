@@ -45,23 +45,15 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .options import LossOptions
+from .options import LossOptions, option_fields
+from .plan import ExecutionPlan
 
-# The single-process loss on a whole (global) batch: features, options → (loss, backend name).
-LocalLoss = Callable[[torch.Tensor, torch.Tensor, LossOptions], tuple[torch.Tensor, str]]
+# The single-process loss on a whole (global) batch: features, options → (loss, execution plan).
+LocalLoss = Callable[[torch.Tensor, torch.Tensor, LossOptions], tuple[torch.Tensor, ExecutionPlan]]
 
-# Options that must agree on every rank (chunk_rows only changes memory use; rows is set here).
-_AGREED_OPTIONS = (
-    "tau",
-    "dissimilarity",
-    "discrepancy",
-    "teacher_ranks",
-    "normalize",
-    "reduction",
-    "backend",
-    "algorithm",
-    "bins",
-)
+# Options that must agree on every rank, as declared in LossOptions (chunk_rows only changes memory
+# use; rows is set here).
+_AGREED_OPTIONS = tuple(f.name for f in option_fields() if f.metadata["agreed"])
 
 
 def distributed_active() -> bool:
@@ -190,7 +182,7 @@ def _scaled_gradient(part: torch.Tensor, value: torch.Tensor, world_size: int) -
 
 def global_batch_loss(
     student: torch.Tensor, teacher: torch.Tensor, options: LossOptions, local_loss: LocalLoss
-) -> tuple[torch.Tensor, str]:
+) -> tuple[torch.Tensor, ExecutionPlan]:
     """The loss of the global batch split across the ranks of the default process group.
 
     Args:
@@ -198,10 +190,10 @@ def global_batch_loss(
             across ranks, p may not. The global batch needs N = Σ_r n_r >= 3.
         teacher: (n_r, q) or (n_r, ...) this rank's teacher features of the same samples.
         options: validated options; they must agree on every rank (``chunk_rows`` excepted).
-        local_loss: the single-process loss on whole feature tensors, returning (loss, backend).
+        local_loss: the single-process loss on whole feature tensors, returning (loss, plan).
 
     Returns:
-        (loss, backend name). For "mean"/"sum" the loss value is that of one process on the
+        (loss, execution plan of this process's rows). For "mean"/"sum" the loss value is that of one process on the
         concatenated batch and its gradient is W times this rank's share (see the module
         docstring); for "none", the (n_r,) losses of this rank's own samples.
     """
@@ -220,10 +212,10 @@ def global_batch_loss(
         reduction="none" if options.reduction == "none" else "sum",
         distributed=False,
     )
-    part, name = local_loss(student_all, teacher_all, own_rows)
+    part, plan = local_loss(student_all, teacher_all, own_rows)
     if options.reduction == "mean":
         part = part / sum(sizes)
     value = part.detach().clone()
     if options.reduction != "none":
         dist.all_reduce(value)
-    return _scaled_gradient(part, value, world_size), name
+    return _scaled_gradient(part, value, world_size), plan

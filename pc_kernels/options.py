@@ -1,20 +1,22 @@
-"""The loss options shared by every backend, and their validation.
+"""The loss options, declared once, and the checks of options and feature tensors.
 
-One frozen dataclass carries every option, so an option means the same thing in every
-backend and a new option is added here, once. ``LossOptions.validated`` is the single place
-where option values are checked; ``prepare_inputs`` is the single place where feature
-tensors are checked and brought to their computation dtype.
+``LossOptions`` is the one declaration of every option: each field carries its default and, as
+metadata, what it accepts, a one-line description and whether every process of a distributed run must
+pass the same value. The public signatures (``perception_coherence_loss``, ``PerceptionCoherenceLoss``),
+the module's repr, the distributed agreement check and the README's option table follow from it or are
+checked against it by the tests. ``LossOptions.validated`` is the single place where option values are
+checked; ``prepare_inputs`` the single place where feature tensors are checked and brought to their
+computation dtype. The formulas behind the options are in docs/spec.md.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 import torch
-
-from .binned_soft_ranks import MAX_BINS
 
 DISSIMILARITIES = ("euclidean", "sqeuclidean", "cosine")
 DISCREPANCIES = ("mse", "spearman")
@@ -24,106 +26,90 @@ REDUCTIONS = ("mean", "sum", "none")
 BACKENDS = ("auto", "reference", "torch", "triton")
 ALGORITHMS = ("dense", "binned")
 FLOATING_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# Largest grid (nodes per row) of algorithm="binned", automatic or given as ``bins``.
+MAX_BINS = 2**22
 
-# Added to a row's standard deviation before dividing by it (SPEC.md, "row_std").
+# Added to a row's standard deviation before dividing by it (docs/spec.md, "Per-reference scale").
 ROW_STD_EPS = 1e-12
-# Lower bound on a feature norm in the cosine dissimilarity (SPEC.md).
+# Lower bound on a feature norm in the cosine dissimilarity (docs/spec.md, "Dissimilarity").
 COSINE_NORM_EPS = 1e-8
-# Added under the square root of the Spearman denominator (SPEC.md).
+# Added under the square root of the Spearman denominator (docs/spec.md, "Discrepancy").
 SPEARMAN_EPS = 1e-12
 
 
-def _check_choice(name: str, value: object, accepted: tuple[str, ...]) -> None:
-    if not isinstance(value, str) or value not in accepted:
-        choices = ", ".join(repr(a) for a in accepted)
-        raise ValueError(f"{name} must be one of {choices}; got {value!r}")
+def _option(default: Any, accepted: str, doc: str, *, choices: tuple[str, ...] = (), agreed: bool = True) -> Any:
+    return field(default=default, metadata={"accepted": accepted, "doc": doc, "choices": choices, "agreed": agreed})
 
 
-def check_tau(tau: object) -> float:
-    """Return ``tau`` as a float, or raise if it is not a finite real number > 0."""
-    if isinstance(tau, bool) or not isinstance(tau, numbers.Real):
-        raise TypeError(f"tau must be a real number > 0; got {tau!r} of type {type(tau).__name__}")
-    tau = float(tau)
-    if not math.isfinite(tau) or tau <= 0.0:
-        raise ValueError(f"tau must be a finite real number > 0; got {tau!r}")
-    return tau
-
-
-def check_dissimilarity(kind: object) -> str:
-    """Return ``kind`` if it is one of DISSIMILARITIES, else raise a ValueError naming it."""
-    _check_choice("dissimilarity", kind, DISSIMILARITIES)
-    return kind  # type: ignore[return-value]
+def _one_of(choices: tuple[str, ...]) -> str:
+    return ", ".join(f'"{c}"' for c in choices)
 
 
 @dataclass(frozen=True)
 class LossOptions:
-    """Every option of the perception coherence loss (see SPEC.md and the README).
+    """Every option of the perception coherence loss; see ``perception_coherence_loss`` and docs/spec.md."""
 
-    Attributes:
-        tau: sigmoid temperature τ > 0 of the soft ranks. Default 0.1.
-        dissimilarity: "euclidean" (default), "sqeuclidean" or "cosine".
-        discrepancy: "mse" (default) or "spearman": how one reference row's student
-            ranks are compared with its teacher ranks.
-        teacher_ranks: "soft" (default, same τ as the student) or "hard" (exact average
-            ranks, no gradient to the teacher).
-        normalize: "row_std" (default: divide each reference row's dissimilarities by
-            their population standard deviation) or "none".
-        reduction: "mean" (default), "sum" or "none" over the reference rows computed.
-        backend: "auto" (default), "reference", "torch" or "triton".
-        rows: ``None`` (default: every reference row) or ``(start, end)``: compute the
-            loss only for reference rows ``start <= i < end``, each against the whole
-            batch. "mean" then averages over those ``end - start`` rows.
-        chunk_rows: reference rows processed together: the torch backend's rank chunk with
-            algorithm="dense", either backend's block with algorithm="binned". ``None``
-            (default) derives it from the backend's memory budget.
-        distributed: ``False`` (default) or ``True``: when torch.distributed is initialized,
-            treat each rank's features as its slice of a global batch (see
-            ``pc_kernels.distributed``); a no-op otherwise. Excludes ``rows``.
-        algorithm: "dense" (default: every sigmoid, O(n³)) or "binned" (torch and triton
-            backends: each row's soft ranks as a kernel sum on a grid, by FFT, O(n² + n·B log B),
-            within a documented error of the dense ones; see ``pc_kernels.binned_soft_ranks``).
-        bins: algorithm="binned" only: ``None`` (default: grid chosen per batch so the soft
-            ranks are within 1e-5 of the dense ones) or the number of grid nodes B per row
-            (2 … 2**22).
-    """
+    tau: float = _option(0.1, "a finite real number > 0", "sigmoid temperature τ of the soft ranks")
+    dissimilarity: str = _option(
+        "euclidean", _one_of(DISSIMILARITIES), "δ(x_i, x_j) between two samples' features", choices=DISSIMILARITIES
+    )
+    discrepancy: str = _option(
+        "mse", _one_of(DISCREPANCIES), "how one reference row's student and teacher ranks are compared",
+        choices=DISCREPANCIES,
+    )  # fmt: skip
+    teacher_ranks: str = _option(
+        "soft", _one_of(TEACHER_RANKS), '"hard": exact average ranks, no gradient to the teacher', choices=TEACHER_RANKS
+    )
+    normalize: str = _option(
+        "row_std", _one_of(NORMALIZATIONS), "per-reference scale: divide each row by its standard deviation",
+        choices=NORMALIZATIONS,
+    )  # fmt: skip
+    reduction: str = _option(
+        "mean", _one_of(REDUCTIONS), '"none": the per-reference losses, shape (end − start,)', choices=REDUCTIONS
+    )
+    backend: str = _option(
+        "auto", _one_of(BACKENDS), '"auto": "triton" for CUDA tensors when Triton is installed, else "torch"',
+        choices=BACKENDS,
+    )  # fmt: skip
+    rows: tuple[int, int] | None = _option(
+        None, "None, or (start, end) with 0 <= start < end <= n",
+        "compute only reference rows start <= i < end, each against the whole batch", agreed=False,
+    )  # fmt: skip
+    chunk_rows: int | None = _option(
+        None, "None, or an int >= 1", "reference rows per block of the pipeline (None: from a memory budget)",
+        agreed=False,
+    )  # fmt: skip
+    distributed: bool = _option(
+        False, "False or True", "rank over the global batch of torch.distributed (each process its own rows)",
+        agreed=False,
+    )  # fmt: skip
+    algorithm: str = _option(
+        "dense", _one_of(ALGORITHMS), '"binned": soft ranks on a grid by FFT, O(n² + n·B log B), within 1e-5',
+        choices=ALGORITHMS,
+    )  # fmt: skip
+    bins: int | None = _option(
+        None, f"None, or an int from 2 to {MAX_BINS} (algorithm=\"binned\" only)",
+        'grid nodes per row of algorithm="binned" (None: chosen for the 1e-5 bound)',
+    )  # fmt: skip
 
-    tau: float = 0.1
-    dissimilarity: str = "euclidean"
-    discrepancy: str = "mse"
-    teacher_ranks: str = "soft"
-    normalize: str = "row_std"
-    reduction: str = "mean"
-    backend: str = "auto"
-    rows: tuple[int, int] | None = None
-    chunk_rows: int | None = None
-    distributed: bool = False
-    algorithm: str = "dense"
-    bins: int | None = None
+    def validated(self) -> LossOptions:
+        """Return a copy with ``tau`` as float and ``rows`` as a tuple of ints.
 
-    def validated(self) -> "LossOptions":
-        """Return a copy with ``tau`` as float and ``rows`` as a tuple; raise on bad values."""
+        Raises:
+            TypeError: an option of the wrong type (``tau`` not a real number, ``rows`` not a pair
+                of ints, ``distributed`` not a bool).
+            ValueError: an option value outside what it accepts (the message names the option, the
+                value received and what is accepted), or a combination that cannot run: ``bins``
+                without algorithm="binned", algorithm="binned" with backend="reference",
+                ``rows`` with ``distributed=True``.
+        """
+        for f in fields(self):
+            if f.metadata["choices"]:
+                _check_choice(f.name, getattr(self, f.name), f.metadata["choices"])
         tau = check_tau(self.tau)
-        check_dissimilarity(self.dissimilarity)
-        _check_choice("discrepancy", self.discrepancy, DISCREPANCIES)
-        _check_choice("teacher_ranks", self.teacher_ranks, TEACHER_RANKS)
-        _check_choice("normalize", self.normalize, NORMALIZATIONS)
-        _check_choice("reduction", self.reduction, REDUCTIONS)
-        _check_choice("backend", self.backend, BACKENDS)
-        rows = self.rows
-        if rows is not None:
-            if (
-                not isinstance(rows, (tuple, list))
-                or len(rows) != 2
-                or not all(isinstance(r, numbers.Integral) and not isinstance(r, bool) for r in rows)
-            ):
-                raise TypeError(f"rows must be None or a pair of ints (start, end); got {rows!r}")
-            rows = (int(rows[0]), int(rows[1]))
-            if not 0 <= rows[0] < rows[1]:
-                raise ValueError(f"rows must satisfy 0 <= start < end; got {rows!r}")
+        rows = _check_rows(self.rows)
         chunk = self.chunk_rows
-        if chunk is not None and (
-            isinstance(chunk, bool) or not isinstance(chunk, numbers.Integral) or chunk < 1
-        ):
+        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, numbers.Integral) or chunk < 1):
             raise ValueError(f"chunk_rows must be None or an int >= 1; got {chunk!r}")
         if not isinstance(self.distributed, bool):
             raise TypeError(f"distributed must be a bool; got {self.distributed!r}")
@@ -131,7 +117,6 @@ class LossOptions:
             raise ValueError(
                 f"rows must be None when distributed=True (each rank's rows are its own samples); got {rows!r}"
             )
-        _check_choice("algorithm", self.algorithm, ALGORITHMS)
         bins = self.bins
         if bins is not None:
             if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or not 2 <= bins <= MAX_BINS:
@@ -143,10 +128,17 @@ class LossOptions:
                 "algorithm='binned' runs on backend 'torch', 'triton' or 'auto'; the reference backend "
                 "computes algorithm='dense' only"
             )
-        return replace(self, tau=tau, rows=rows, bins=None if bins is None else int(bins))
+        return replace(
+            self, tau=tau, rows=rows, chunk_rows=None if chunk is None else int(chunk),
+            bins=None if bins is None else int(bins),
+        )  # fmt: skip
 
     def row_range(self, n: int) -> tuple[int, int]:
-        """The reference rows [start, end) computed for a batch of n samples."""
+        """The reference rows [start, end) computed for a batch of n samples.
+
+        Raises:
+            ValueError: ``rows`` ends beyond n.
+        """
         if self.rows is None:
             return 0, n
         start, end = self.rows
@@ -154,21 +146,73 @@ class LossOptions:
             raise ValueError(f"rows must satisfy end <= n = {n} (the batch size); got {self.rows!r}")
         return start, end
 
+    def describe(self) -> str:
+        """``name=value`` for every option, in declaration order (the module's repr)."""
+        return ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
+
+
+def option_fields() -> tuple[Any, ...]:
+    """The declared options (dataclass fields with their ``accepted``, ``doc``, ``choices`` and ``agreed`` metadata)."""
+    return fields(LossOptions)
+
+
+def _check_choice(name: str, value: object, accepted: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in accepted:
+        raise ValueError(f"{name} must be one of {', '.join(repr(a) for a in accepted)}; got {value!r}")
+
+
+def _check_rows(rows: object) -> tuple[int, int] | None:
+    if rows is None:
+        return None
+    if (
+        not isinstance(rows, (tuple, list))
+        or len(rows) != 2
+        or not all(isinstance(r, numbers.Integral) and not isinstance(r, bool) for r in rows)
+    ):
+        raise TypeError(f"rows must be None or a pair of ints (start, end); got {rows!r}")
+    start, end = int(rows[0]), int(rows[1])
+    if not 0 <= start < end:
+        raise ValueError(f"rows must satisfy 0 <= start < end; got {rows!r}")
+    return start, end
+
+
+def check_tau(tau: object) -> float:
+    """``tau`` as a float.
+
+    Raises:
+        TypeError: ``tau`` is not a real number.
+        ValueError: ``tau`` is not finite and > 0.
+    """
+    if isinstance(tau, bool) or not isinstance(tau, numbers.Real):
+        raise TypeError(f"tau must be a real number > 0; got {tau!r} of type {type(tau).__name__}")
+    value = float(tau)
+    if not math.isfinite(value) or value <= 0.0:
+        raise ValueError(f"tau must be a finite real number > 0; got {tau!r}")
+    return value
+
+
+def check_dissimilarity(kind: object) -> str:
+    """``kind`` if it is one of DISSIMILARITIES.
+
+    Raises:
+        ValueError: any other value.
+    """
+    _check_choice("dissimilarity", kind, DISSIMILARITIES)
+    return str(kind)
+
 
 def computation_dtype(*dtypes: torch.dtype) -> torch.dtype:
-    """float64 if any input is float64, else float32 (fp16/bf16 are computed in float32)."""
+    """float64 if any input is float64, else float32 (float16 and bfloat16 are computed in float32)."""
     return torch.float64 if torch.float64 in dtypes else torch.float32
 
 
-def _check_features(name: str, x: object) -> torch.Tensor:
+def _flattened(name: str, x: object) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (n, ...); got {type(x).__name__}")
     if x.layout != torch.strided:
         raise TypeError(f"{name} must be a dense (strided) tensor; got layout {x.layout}")
     if x.dtype not in FLOATING_DTYPES:
-        raise TypeError(
-            f"{name} must have a floating dtype (float16, bfloat16, float32 or float64); got {x.dtype}"
-        )
+        raise TypeError(f"{name} must have a floating dtype (float16, bfloat16, float32 or float64); got {x.dtype}")
     if x.dim() == 0:
         raise ValueError(f"{name} must have shape (n, ...) with n >= 3; got a 0-d tensor")
     if x.shape[0] < 3:
@@ -180,20 +224,24 @@ def _check_features(name: str, x: object) -> torch.Tensor:
 
 
 def check_features(name: str, x: object) -> torch.Tensor:
-    """Validate one feature tensor and return it flattened to (n, d) in its computation dtype."""
-    flat = _check_features(name, x)
+    """One feature tensor (n, ...) flattened to (n, d) in its computation dtype (see ``prepare_inputs``)."""
+    flat = _flattened(name, x)
     return flat.to(computation_dtype(flat.dtype))
 
 
 def prepare_inputs(student: object, teacher: object) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate a (student, teacher) pair and return both as 2-D tensors of one computation dtype.
+    """Validate a (student, teacher) pair; return both as 2-D tensors of one computation dtype.
 
-    student (n, ...) and teacher (n, ...) are flattened to (n, p) and (n, q). The computation
-    dtype is float64 if either is float64, else float32. Inputs are never modified; the
-    result may share memory with them (a view) when no conversion is needed.
+    student (n, ...) and teacher (n, ...) are flattened to (n, p) and (n, q). The computation dtype
+    is float64 if either is float64, else float32. Inputs are never modified; the result may share
+    memory with them (a view) when no conversion is needed.
+
+    Raises:
+        TypeError: not a dense floating tensor.
+        ValueError: fewer than 3 samples, no features, different sample counts or devices.
     """
-    s = _check_features("student", student)
-    t = _check_features("teacher", teacher)
+    s = _flattened("student", student)
+    t = _flattened("teacher", teacher)
     if s.shape[0] != t.shape[0]:
         raise ValueError(
             "student and teacher must hold the same number of samples n; "
@@ -201,8 +249,7 @@ def prepare_inputs(student: object, teacher: object) -> tuple[torch.Tensor, torc
         )
     if s.device != t.device:
         raise ValueError(
-            f"student and teacher must be on the same device; got student on {s.device} "
-            f"and teacher on {t.device}"
+            f"student and teacher must be on the same device; got student on {s.device} and teacher on {t.device}"
         )
     dtype = computation_dtype(s.dtype, t.dtype)
     return s.to(dtype), t.to(dtype)

@@ -1,84 +1,56 @@
-"""The reference backend: SPEC.md's formulas written the obvious way, differentiated by autograd.
+"""The reference backend: docs/spec.md's formulas written the obvious way, differentiated by autograd.
 
-It is the oracle the fast backends are tested against, so it favours clarity over speed: the
-soft ranks are computed from a dense (n, n, n) tensor of pairwise sigmoid terms. Because that
-working memory grows as n³, every entry point first estimates it and refuses sizes above
-``memory_limit_bytes()`` with an error that names the backends that do not build n³ tensors.
+It is the oracle the fast paths are tested against, so it favours clarity over speed and shares no
+code with them: the soft ranks come from a dense (n, n, n) tensor of pairwise sigmoid terms, whose
+working memory grows as n³ (``plan.py`` refuses sizes above its limit). Autograd differentiates it
+to any order, so it is also the backend for double backward.
 
-The limit defaults to 4 GiB and is set by the environment variable
-``PC_KERNELS_REFERENCE_MEMORY_LIMIT`` (bytes) or by ``set_memory_limit``.
+Numerics (docs/spec.md, "Numerics"): dissimilarities are computed in float64 and returned in the
+computation dtype; with ``normalize="row_std"`` the euclidean kinds use features divided by 2^e, e the
+binary exponent of their largest deviation from the coordinate-wise median (the row scale's 1e-12 is
+relative to the features' magnitude); the sigmoid's argument multiplies differences by 1/τ clamped to
+the dtype's largest value; and a non-finite feature makes every result NaN.
 """
 
 from __future__ import annotations
-
-import os
 
 import torch
 
 from .options import COSINE_NORM_EPS, ROW_STD_EPS, SPEARMAN_EPS, LossOptions
 
-_DEFAULT_MEMORY_LIMIT = 4 * 2**30
-_memory_limit: int | None = None
-
-# (n, n, n) tensors alive at once per soft side, autograd's saved tensors included
-# (measured: about 6 n³ buffers for fwd+bwd with two soft sides, at n = 256 and 384).
-_CUBIC_BUFFERS_PER_SIDE = 3
-
-
-def memory_limit_bytes() -> int:
-    """The largest n³ working memory (bytes) the reference backend accepts."""
-    if _memory_limit is not None:
-        return _memory_limit
-    return int(os.environ.get("PC_KERNELS_REFERENCE_MEMORY_LIMIT", _DEFAULT_MEMORY_LIMIT))
-
-
-def set_memory_limit(limit_bytes: int | None) -> None:
-    """Set the reference backend's memory limit in bytes; ``None`` restores the default/env value."""
-    global _memory_limit
-    if limit_bytes is not None and (not isinstance(limit_bytes, int) or limit_bytes <= 0):
-        raise ValueError(f"limit_bytes must be None or a positive int; got {limit_bytes!r}")
-    _memory_limit = limit_bytes
-
-
-def estimated_bytes(n: int, d: int, itemsize: int, sides: int) -> int:
-    """Estimated working memory of the reference formulas for n samples of d features."""
-    return max(_CUBIC_BUFFERS_PER_SIDE * sides * n**3, n * n * d) * itemsize
-
-
-def _check_size(n: int, d: int, dtype: torch.dtype, sides: int) -> None:
-    need = estimated_bytes(n, d, torch.empty((), dtype=dtype).element_size(), sides)
-    limit = memory_limit_bytes()
-    if need > limit:
-        raise ValueError(
-            f"backend='reference' would need about {need / 2**30:.2f} GiB of n³ working memory "
-            f"for n = {n}, above its limit of {limit / 2**30:.2f} GiB "
-            "(PC_KERNELS_REFERENCE_MEMORY_LIMIT or pc_kernels.reference.set_memory_limit); "
-            "use backend='torch' (any device) or backend='triton' (CUDA), which never build n³ tensors"
-        )
-
 
 def pairwise_dissimilarity(x: torch.Tensor, kind: str) -> torch.Tensor:
-    """(n, d) features → (n, n) dissimilarities δ(x_i, x_j), zero on the diagonal."""
-    _check_size(x.shape[0], x.shape[1], x.dtype, sides=0)
+    """(n, d) features → (n, n) dissimilarities δ(x_i, x_j) in x's dtype, zero on the diagonal."""
+    x64 = x.to(torch.float64)
     if kind == "cosine":
-        norms = x.norm(dim=1).clamp_min(COSINE_NORM_EPS)
-        d = 1.0 - (x @ x.T) / (norms[:, None] * norms[None, :])
+        norms = x64.norm(dim=1).clamp_min(COSINE_NORM_EPS)
+        d = 1.0 - (x64 @ x64.T) / (norms[:, None] * norms[None, :])
     else:
-        diff = x[:, None, :] - x[None, :, :]
+        diff = x64[:, None, :] - x64[None, :, :]
         squared = (diff * diff).sum(dim=-1)
         if kind == "sqeuclidean":
             d = squared
         else:
-            # sqrt has an infinite derivative at 0: route zeros around it so that duplicate
-            # rows (and the diagonal) get a zero gradient, as SPEC.md asks.
+            # sqrt has an infinite derivative at 0: route zeros around it so that duplicate rows
+            # (and the diagonal) get a zero gradient, as the spec asks.
             positive = squared > 0
             safe = torch.where(positive, squared, torch.ones_like(squared))
             d = torch.where(positive, safe.sqrt(), torch.zeros_like(squared))
-    return d * (1.0 - torch.eye(x.shape[0], dtype=x.dtype, device=x.device))
+    return (d * (1.0 - torch.eye(x.shape[0], dtype=torch.float64, device=x.device))).to(x.dtype)
 
 
 def _off_diagonal(n: int, device: torch.device) -> torch.Tensor:
     return ~torch.eye(n, dtype=torch.bool, device=device)
+
+
+def _relative_units(x: torch.Tensor, kind: str, normalize: str) -> torch.Tensor:
+    """x divided by 2^e, e the binary exponent of max |x − median(x)| (euclidean kinds with "row_std")."""
+    if kind == "cosine" or normalize != "row_std":
+        return x
+    deviation = (x - x.median(dim=0).values).abs().amax().detach()
+    # An exact power of two, applied in float64 (torch.ldexp has no gradient with respect to x).
+    unit = torch.pow(2.0, -torch.frexp(deviation.to(torch.float64))[1].to(torch.float64))
+    return (x.to(torch.float64) * unit).to(x.dtype)
 
 
 def scale_rows(d: torch.Tensor, normalize: str) -> torch.Tensor:
@@ -98,7 +70,8 @@ def scale_rows(d: torch.Tensor, normalize: str) -> torch.Tensor:
 def ranks_from_scaled(d: torch.Tensor, tau: float, hard: bool) -> torch.Tensor:
     """R_ij = 1/(n-2) Σ_{k∉{i,j}} σ((D~_ij − D~_ik)/τ); Heaviside (½ at 0) if ``hard``. Zero diagonal."""
     n = d.shape[0]
-    z = (d[:, :, None] - d[:, None, :]) / tau  # z[i, j, k]
+    inverse_tau = min(1.0 / tau, torch.finfo(d.dtype).max)
+    z = (d[:, :, None] - d[:, None, :]) * inverse_tau  # z[i, j, k]
     terms = (torch.sign(z) + 1.0) / 2.0 if hard else torch.sigmoid(z)
     off = _off_diagonal(n, d.device)
     k_valid = off[:, None, :] & off[:, :, None] & ~torch.eye(n, dtype=torch.bool, device=d.device)[None]
@@ -106,11 +79,16 @@ def ranks_from_scaled(d: torch.Tensor, tau: float, hard: bool) -> torch.Tensor:
     return ranks * off
 
 
+def _nan_if_not_finite(result: torch.Tensor, *features: torch.Tensor) -> torch.Tensor:
+    finite = torch.stack([torch.isfinite(x).all() for x in features]).all()
+    return result + torch.where(finite, 0.0, torch.nan).to(result.dtype)
+
+
 def rank_matrix(x: torch.Tensor, options: LossOptions, hard: bool) -> torch.Tensor:
     """(n, d) features → (n, n) soft (or hard) ranks R with a zero diagonal."""
-    _check_size(x.shape[0], x.shape[1], x.dtype, sides=1)
-    d = scale_rows(pairwise_dissimilarity(x, options.dissimilarity), options.normalize)
-    ranks = ranks_from_scaled(d, options.tau, hard)
+    units = _relative_units(x, options.dissimilarity, options.normalize)
+    d = scale_rows(pairwise_dissimilarity(units, options.dissimilarity), options.normalize)
+    ranks = _nan_if_not_finite(ranks_from_scaled(d, options.tau, hard), x)
     return ranks.detach() if hard else ranks
 
 
@@ -135,10 +113,7 @@ def row_losses(student: torch.Tensor, teacher: torch.Tensor, options: LossOption
 
     student (n, p) and teacher (n, q) are 2-D tensors of one floating dtype on one device.
     """
-    n = student.shape[0]
-    start, end = options.row_range(n)
-    hard_teacher = options.teacher_ranks == "hard"
-    _check_size(n, max(student.shape[1], teacher.shape[1]), student.dtype, sides=1 if hard_teacher else 2)
+    start, end = options.row_range(student.shape[0])
     rs = rank_matrix(student, options, hard=False)
-    rt = rank_matrix(teacher, options, hard=hard_teacher)
+    rt = rank_matrix(teacher, options, hard=options.teacher_ranks == "hard")
     return _row_discrepancy(rs, rt, options.discrepancy)[start:end]

@@ -1,0 +1,468 @@
+"""The pipeline every fast path runs: a dissimilarity stage and a rank stage over blocks of reference rows,
+with the row scale, the discrepancy and all their backwards written once.
+
+For each block of reference rows [a, b) and each side (student; teacher):
+
+    prepared features ──dissimilarity stage──▶ d (c, n − 1) ──row scale──▶ factor c ──rank stage──▶ R
+    (distances.py)       torch | triton                       (row_scale.py)          dense | triton | binned
+                                                                                      (hard_ranks.py for
+                                                                                       hard teacher ranks)
+    R^S, R^T ──discrepancy──▶ ℓ (c,)
+
+and backward, block by block, in the reverse order: ∂ℓ → ∂R (discrepancy) → ∂y (rank stage) → ∂d (row
+scale) → ∂features (the distance policy's matrix products). The dissimilarities are recomputed in the
+backward (O(c·n·p) per block, instead of keeping n² values); the ranks of both sides are kept when the
+plan says so (always for the dense algorithm), else recomputed block by block.
+
+Each entry point is a ``torch.library`` custom op with a fake implementation and a registered autograd
+formula, so ``torch.compile(fullgraph=True)`` treats a whole loss (or rank or dissimilarity matrix) as
+one node, on CPU as on CUDA. Their backwards are first-order only: differentiating a gradient again
+raises an error naming double backward and the reference backend, which supports it.
+
+Numerics (docs/spec.md, "Numerics"), kept here once for every path:
+- any non-finite feature makes every loss value and every gradient NaN (the stages never see it);
+- the upstream gradient is divided by a power of two that brings its largest magnitude into [½, 1)
+  and the result multiplied back, so loss scaling by any factor never underflows or overflows a stage;
+- prepared features and factors keep every intermediate in range (``distances.py``, ``row_scale.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from .options import LossOptions
+from .plan import ExecutionPlan
+from .stages import distances
+from .stages.binned_ranks import binned_ranks, binned_ranks_backward
+from .stages.dense_ranks import dense_ranks, dense_ranks_backward
+from .stages.discrepancy import discrepancy, discrepancy_backward
+from .stages.hard_ranks import hard_ranks
+from .stages.layout import drop_diagonal, insert_diagonal
+from .stages.row_scale import RowScale, row_scale, row_scale_backward
+
+
+def _blocks(start: int, end: int, size: int) -> Iterator[tuple[int, int]]:
+    """Blocks [a, b) of at most ``size`` reference rows covering [start, end)."""
+    for a in range(start, end, size):
+        yield a, min(a + size, end)
+
+
+def _distance_rows(stage: str, prepared: distances.PreparedFeatures, a: int, b: int) -> Tensor:
+    """The dissimilarity stage: candidate dissimilarities d (b − a, n − 1) of reference rows [a, b)."""
+    if stage == "triton":
+        from .stages.triton_distances import triton_candidate_rows
+
+        return triton_candidate_rows(prepared, a, b)
+    return distances.candidate_rows(prepared, a, b)
+
+
+class Stages(NamedTuple):
+    """The stages and settings of one path (the plan's fields, as custom ops can carry them)."""
+
+    tau: float
+    dissimilarity: str
+    normalize: str
+    distance_stage: str
+    rank_stage: str
+    block_rows: int
+    tile_rows: int
+    bins: int | None
+    fast_sigmoid: bool
+
+    def blocks(self, start: int, end: int) -> Iterator[tuple[int, int]]:
+        """The pipeline's blocks [a, b) of reference rows [start, end)."""
+        return _blocks(start, end, self.block_rows)
+
+    def ranks(self, d: Tensor, factor: Tensor) -> Tensor:
+        """Soft ranks (c, w) of candidate rows d with per-row factors."""
+        if self.rank_stage == "binned":
+            return binned_ranks(d, factor, self.bins)
+        if self.rank_stage == "triton":
+            from .stages.triton_ranks import triton_ranks
+
+            return triton_ranks(d, factor, self.fast_sigmoid)
+        return dense_ranks(d, factor, self.tile_rows)
+
+    def ranks_backward(self, d: Tensor, factor: Tensor, grad_ranks: Tensor) -> Tensor:
+        """∂L/∂y (c, w), y = factor·d, from ∂L/∂R."""
+        if self.rank_stage == "binned":
+            return binned_ranks_backward(d, factor, grad_ranks, self.bins)
+        if self.rank_stage == "triton":
+            from .stages.triton_ranks import triton_ranks_backward
+
+            return triton_ranks_backward(d, factor, grad_ranks, self.fast_sigmoid)
+        return dense_ranks_backward(d, factor, grad_ranks, self.tile_rows)
+
+    def side(self, prepared: distances.PreparedFeatures, a: int, b: int) -> tuple[Tensor, RowScale]:
+        """One side's candidate dissimilarities of rows [a, b) and their row scale."""
+        d = _distance_rows(self.distance_stage, prepared, a, b)
+        return d, row_scale(d, self.tau, self.normalize, prepared.distance_exponent)
+
+    def side_ranks(self, d: Tensor, scale: RowScale, hard: bool) -> Tensor:
+        """Ranks of one side's rows: exact average ranks if ``hard``, else the rank stage's soft ranks."""
+        return hard_ranks(d) if hard else self.ranks(d, scale.factor)
+
+    def side_backward(
+        self, prepared: distances.PreparedFeatures, a: int, d: Tensor, scale: RowScale, grad_ranks: Tensor, out: Tensor
+    ) -> None:
+        """Add one side's ∂L/∂(prepared features) of rows [a, a + c) to ``out`` (n, p) float64."""
+        grad_d = row_scale_backward(d, scale, self.ranks_backward(d, scale.factor, grad_ranks))
+        distances.accumulate_gradient(prepared, a, d, grad_d, out)
+
+
+def _poison(*prepared: distances.PreparedFeatures) -> Tensor:
+    """0, or NaN if any feature of any side was non-finite: a () float64 tensor."""
+    finite = torch.stack([p.finite for p in prepared]).all()
+    return torch.where(finite, 0.0, torch.nan).to(torch.float64)
+
+
+def _power_of_two_scale(x: Tensor) -> tuple[Tensor, Tensor]:
+    """(x·2^−e, e) with e the binary exponent of max |x|: an exact rescaling to a largest magnitude in [½, 1)."""
+    exponent = torch.frexp(x.abs().amax().to(torch.float64))[1]
+    return torch.ldexp(x.to(torch.float64), -exponent), exponent
+
+
+def _features_gradient(out: Tensor | None, exponent: Tensor, like: Tensor, poison: Tensor) -> Tensor:
+    """∂L/∂features from the accumulated ∂L/∂(prepared features) ``out``, scaled by 2^exponent."""
+    if out is None:
+        return like.new_empty(0)
+    return torch.ldexp(out, exponent).add_(poison).to(like.dtype)
+
+
+class _FirstOrderOnly(torch.autograd.Function):
+    """Identity on a gradient; differentiating through it raises: the fast paths' backwards are first order."""
+
+    @staticmethod
+    def forward(ctx, path: str, grad: Tensor, *anchors: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.path = path
+        return grad.clone()
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor) -> None:  # type: ignore[override]
+        raise RuntimeError(
+            f"double backward (differentiating a gradient of the perception coherence loss, e.g. after "
+            f"create_graph=True) is not supported by the {ctx.path} path, whose backward is hand-written; "
+            "use backend='reference', whose plain autograd formulas support it"
+        )
+
+
+def _first_order_only(grad: Tensor | None, path: str, anchors: tuple[Tensor, ...]) -> Tensor | None:
+    if grad is None or not torch.is_grad_enabled():
+        return grad
+    return _FirstOrderOnly.apply(path, grad, *anchors)
+
+
+def _path_name(distance_stage: str, rank_stage: str) -> str:
+    return f"'{distance_stage}' dissimilarity + '{rank_stage}' rank stage"
+
+
+# ---------------------------------------------------------------------------------------------- loss
+
+
+@torch.library.custom_op("pc_kernels::coherence_loss", mutates_args=())
+def coherence_loss(
+    student: Tensor,
+    teacher: Tensor,
+    tau: float,
+    dissimilarity: str,
+    normalize: str,
+    distance_stage: str,
+    rank_stage: str,
+    block_rows: int,
+    tile_rows: int,
+    bins: int | None,
+    fast_sigmoid: bool,
+    discrepancy_kind: str,
+    hard_teacher: bool,
+    row_start: int,
+    row_end: int,
+    save_ranks: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-reference losses ℓ (row_end − row_start,) of student (n, p) and teacher (n, q) features, and
+    both sides' ranks (m, n − 1) when ``save_ranks`` (else (0, n − 1) placeholders) for the backward."""
+    stages = Stages(tau, dissimilarity, normalize, distance_stage, rank_stage, block_rows, tile_rows, bins, fast_sigmoid)
+    ps, pt = distances.prepare(student, dissimilarity), distances.prepare(teacher, dissimilarity)
+    m, w = row_end - row_start, student.shape[0] - 1
+    kept = m if save_ranks else 0
+    losses = student.new_empty(m)
+    ranks_s, ranks_t = student.new_empty((kept, w)), student.new_empty((kept, w))
+    for a, b in stages.blocks(row_start, row_end):
+        ds, scale_s = stages.side(ps, a, b)
+        dt, scale_t = stages.side(pt, a, b)
+        rs = stages.side_ranks(ds, scale_s, False)
+        rt = stages.side_ranks(dt, scale_t, hard_teacher)
+        losses[a - row_start : b - row_start] = discrepancy(rs, rt, discrepancy_kind)
+        if save_ranks:
+            ranks_s[a - row_start : b - row_start] = rs
+            ranks_t[a - row_start : b - row_start] = rt
+    return losses.add_(_poison(ps, pt)), ranks_s, ranks_t
+
+
+@coherence_loss.register_fake
+def _(
+    student: Tensor, teacher: Tensor, tau: float, dissimilarity: str, normalize: str, distance_stage: str,
+    rank_stage: str, block_rows: int, tile_rows: int, bins: int | None, fast_sigmoid: bool, discrepancy_kind: str,
+    hard_teacher: bool, row_start: int, row_end: int, save_ranks: bool,
+) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    m = row_end - row_start
+    kept = m if save_ranks else 0
+    w = student.shape[0] - 1
+    return student.new_empty(m), student.new_empty((kept, w)), student.new_empty((kept, w))
+
+
+@torch.library.custom_op("pc_kernels::coherence_loss_backward", mutates_args=())
+def coherence_loss_backward(
+    grad_losses: Tensor,
+    student: Tensor,
+    teacher: Tensor,
+    ranks_s: Tensor,
+    ranks_t: Tensor,
+    tau: float,
+    dissimilarity: str,
+    normalize: str,
+    distance_stage: str,
+    rank_stage: str,
+    block_rows: int,
+    tile_rows: int,
+    bins: int | None,
+    fast_sigmoid: bool,
+    discrepancy_kind: str,
+    hard_teacher: bool,
+    row_start: int,
+    row_end: int,
+    save_ranks: bool,
+    student_grad: bool,
+    teacher_grad: bool,
+) -> tuple[Tensor, Tensor]:
+    """(∂L/∂student, ∂L/∂teacher) for ∂L/∂ℓ = grad_losses; an empty tensor for a side not asked for."""
+    stages = Stages(tau, dissimilarity, normalize, distance_stage, rank_stage, block_rows, tile_rows, bins, fast_sigmoid)
+    ps, pt = distances.prepare(student, dissimilarity), distances.prepare(teacher, dissimilarity)
+    teacher_grad = teacher_grad and not hard_teacher
+    g, exponent = _power_of_two_scale(grad_losses)
+    g = g.to(student.dtype)
+    out_s = torch.zeros(ps.features.shape, dtype=torch.float64, device=student.device) if student_grad else None
+    out_t = torch.zeros(pt.features.shape, dtype=torch.float64, device=teacher.device) if teacher_grad else None
+    for a, b in stages.blocks(row_start, row_end):
+        ds, scale_s = stages.side(ps, a, b)
+        dt, scale_t = stages.side(pt, a, b)
+        if save_ranks:
+            rs, rt = ranks_s[a - row_start : b - row_start], ranks_t[a - row_start : b - row_start]
+        else:
+            rs, rt = stages.side_ranks(ds, scale_s, False), stages.side_ranks(dt, scale_t, hard_teacher)
+        grad_rs, grad_rt = discrepancy_backward(rs, rt, g[a - row_start : b - row_start], discrepancy_kind)
+        if out_s is not None:
+            stages.side_backward(ps, a, ds, scale_s, grad_rs, out_s)
+        if out_t is not None:
+            stages.side_backward(pt, a, dt, scale_t, grad_rt, out_t)
+    poison = _poison(ps, pt)
+    return (
+        _features_gradient(out_s, exponent - ps.exponent, student, poison),
+        _features_gradient(out_t, exponent - pt.exponent, teacher, poison),
+    )
+
+
+@coherence_loss_backward.register_fake
+def _(
+    grad_losses: Tensor, student: Tensor, teacher: Tensor, ranks_s: Tensor, ranks_t: Tensor, tau: float,
+    dissimilarity: str, normalize: str, distance_stage: str, rank_stage: str, block_rows: int, tile_rows: int,
+    bins: int | None, fast_sigmoid: bool, discrepancy_kind: str, hard_teacher: bool, row_start: int, row_end: int,
+    save_ranks: bool, student_grad: bool, teacher_grad: bool,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    s = torch.empty_like(student) if student_grad else student.new_empty(0)
+    t = torch.empty_like(teacher) if teacher_grad and not hard_teacher else teacher.new_empty(0)
+    return s, t
+
+
+def _coherence_loss_setup(ctx, inputs: tuple, output: tuple) -> None:  # type: ignore[no-untyped-def]
+    student, teacher, *ctx.settings = inputs
+    _, ranks_s, ranks_t = output
+    ctx.save_for_backward(student, teacher, ranks_s, ranks_t)
+
+
+def _coherence_loss_grad(ctx, grad_losses: Tensor, *_: Tensor) -> tuple:  # type: ignore[no-untyped-def]
+    student, teacher, ranks_s, ranks_t = ctx.saved_tensors
+    need_s, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    grad_s, grad_t = coherence_loss_backward(grad_losses, student, teacher, ranks_s, ranks_t, *ctx.settings, need_s, need_t)
+    path = _path_name(ctx.settings[3], ctx.settings[4])
+    anchors = (grad_losses, student, teacher)
+    grad_s = _first_order_only(grad_s if need_s else None, path, anchors)
+    grad_t = _first_order_only(grad_t if need_t and grad_t.numel() else None, path, anchors)
+    return (grad_s, grad_t) + (None,) * len(ctx.settings)
+
+
+coherence_loss.register_autograd(_coherence_loss_grad, setup_context=_coherence_loss_setup)
+
+
+def _stage_arguments(options: LossOptions, plan: ExecutionPlan, dissimilarity: str) -> tuple:
+    return (
+        options.tau, dissimilarity, options.normalize, plan.distance_stage, plan.rank_stage, plan.block_rows,
+        plan.tile_rows, plan.bins, plan.fast_sigmoid,
+    )  # fmt: skip
+
+
+def row_losses(student: Tensor, teacher: Tensor, options: LossOptions, plan: ExecutionPlan) -> Tensor:
+    """Per-reference losses ℓ_i (end − start,) for the plan's rows, from student (n, p) and teacher (n, q)
+    features of one computation dtype on one device (teacher detached for hard teacher ranks)."""
+    start, end = plan.rows
+    losses, _, _ = coherence_loss(
+        student, teacher, *_stage_arguments(options, plan, options.dissimilarity), options.discrepancy,
+        options.teacher_ranks == "hard", start, end, plan.save_ranks,
+    )  # fmt: skip
+    return losses
+
+
+# ---------------------------------------------------------------------------------------- rank matrix
+
+
+@torch.library.custom_op("pc_kernels::rank_matrix", mutates_args=())
+def _rank_matrix(
+    x: Tensor,
+    tau: float,
+    dissimilarity: str,
+    normalize: str,
+    distance_stage: str,
+    rank_stage: str,
+    block_rows: int,
+    tile_rows: int,
+    bins: int | None,
+    fast_sigmoid: bool,
+    hard: bool,
+) -> Tensor:
+    """(n, n) ranks of features x (n, d), zero on the diagonal."""
+    stages = Stages(tau, dissimilarity, normalize, distance_stage, rank_stage, block_rows, tile_rows, bins, fast_sigmoid)
+    prepared = distances.prepare(x, dissimilarity)
+    n = x.shape[0]
+    out = x.new_empty((n, n))
+    for a, b in stages.blocks(0, n):
+        d, scale = stages.side(prepared, a, b)
+        out[a:b] = insert_diagonal(stages.side_ranks(d, scale, hard), a)
+    return out.add_(_poison(prepared))
+
+
+@_rank_matrix.register_fake
+def _(
+    x: Tensor, tau: float, dissimilarity: str, normalize: str, distance_stage: str, rank_stage: str, block_rows: int,
+    tile_rows: int, bins: int | None, fast_sigmoid: bool, hard: bool,
+) -> Tensor:  # fmt: skip
+    return x.new_empty((x.shape[0], x.shape[0]))
+
+
+@torch.library.custom_op("pc_kernels::rank_matrix_backward", mutates_args=())
+def _rank_matrix_backward(
+    grad: Tensor,
+    x: Tensor,
+    tau: float,
+    dissimilarity: str,
+    normalize: str,
+    distance_stage: str,
+    rank_stage: str,
+    block_rows: int,
+    tile_rows: int,
+    bins: int | None,
+    fast_sigmoid: bool,
+) -> Tensor:
+    """∂L/∂x (n, d) for ∂L/∂R = grad (n, n) of the soft ranks."""
+    stages = Stages(tau, dissimilarity, normalize, distance_stage, rank_stage, block_rows, tile_rows, bins, fast_sigmoid)
+    prepared = distances.prepare(x, dissimilarity)
+    g, exponent = _power_of_two_scale(grad)
+    g = g.to(x.dtype)
+    out = torch.zeros(prepared.features.shape, dtype=torch.float64, device=x.device)
+    for a, b in stages.blocks(0, x.shape[0]):
+        d, scale = stages.side(prepared, a, b)
+        stages.side_backward(prepared, a, d, scale, drop_diagonal(g[a:b], a), out)
+    return _features_gradient(out, exponent - prepared.exponent, x, _poison(prepared))
+
+
+@_rank_matrix_backward.register_fake
+def _(
+    grad: Tensor, x: Tensor, tau: float, dissimilarity: str, normalize: str, distance_stage: str, rank_stage: str,
+    block_rows: int, tile_rows: int, bins: int | None, fast_sigmoid: bool,
+) -> Tensor:  # fmt: skip
+    return torch.empty_like(x)
+
+
+def _rank_matrix_setup(ctx, inputs: tuple, output: Tensor) -> None:  # type: ignore[no-untyped-def]
+    x, *ctx.settings, ctx.hard = inputs
+    ctx.save_for_backward(x)
+
+
+def _rank_matrix_grad(ctx, grad: Tensor) -> tuple:  # type: ignore[no-untyped-def]
+    (x,) = ctx.saved_tensors
+    if ctx.hard:
+        return (None,) * (len(ctx.settings) + 2)
+    grad_x = _rank_matrix_backward(grad, x, *ctx.settings)
+    path = _path_name(ctx.settings[3], ctx.settings[4])
+    return (_first_order_only(grad_x, path, (grad, x)),) + (None,) * (len(ctx.settings) + 1)
+
+
+_rank_matrix.register_autograd(_rank_matrix_grad, setup_context=_rank_matrix_setup)
+
+
+def rank_matrix(x: Tensor, options: LossOptions, plan: ExecutionPlan, hard: bool) -> Tensor:
+    """(n, n) soft (or, if ``hard``, exact average, without gradient) ranks of features x (n, d)."""
+    ranks = _rank_matrix(x, *_stage_arguments(options, plan, options.dissimilarity), hard)
+    return ranks.detach() if hard else ranks
+
+
+# ------------------------------------------------------------------------------- dissimilarity matrix
+
+
+@torch.library.custom_op("pc_kernels::dissimilarity_matrix", mutates_args=())
+def _dissimilarity_matrix(x: Tensor, kind: str, distance_stage: str, block_rows: int) -> Tensor:
+    """(n, n) dissimilarities δ(x_i, x_j) of features x (n, d), zero on the diagonal; NaN in the rows and
+    columns of samples with a non-finite feature."""
+    prepared = distances.prepare(x, kind)
+    n = x.shape[0]
+    out = x.new_empty((n, n))
+    for a, b in _blocks(0, n, block_rows):
+        d = torch.ldexp(_distance_rows(distance_stage, prepared, a, b).to(torch.float64), prepared.distance_exponent)
+        out[a:b] = insert_diagonal(d.to(x.dtype), a)
+    bad = ~torch.isfinite(x).all(dim=1)
+    return out.masked_fill_(bad[:, None] | bad[None, :], torch.nan)
+
+
+@_dissimilarity_matrix.register_fake
+def _(x: Tensor, kind: str, distance_stage: str, block_rows: int) -> Tensor:
+    return x.new_empty((x.shape[0], x.shape[0]))
+
+
+@torch.library.custom_op("pc_kernels::dissimilarity_matrix_backward", mutates_args=())
+def _dissimilarity_matrix_backward(grad: Tensor, x: Tensor, kind: str, distance_stage: str, block_rows: int) -> Tensor:
+    """∂L/∂x (n, d) for ∂L/∂D = grad (n, n)."""
+    prepared = distances.prepare(x, kind)
+    g, exponent = _power_of_two_scale(grad)
+    g = g.to(x.dtype)
+    out = torch.zeros(prepared.features.shape, dtype=torch.float64, device=x.device)
+    for a, b in _blocks(0, x.shape[0], block_rows):
+        d = _distance_rows(distance_stage, prepared, a, b)
+        distances.accumulate_gradient(prepared, a, d, drop_diagonal(g[a:b], a), out)
+    exponent = exponent + prepared.distance_exponent - prepared.exponent
+    return _features_gradient(out, exponent, x, _poison(prepared))
+
+
+@_dissimilarity_matrix_backward.register_fake
+def _(grad: Tensor, x: Tensor, kind: str, distance_stage: str, block_rows: int) -> Tensor:
+    return torch.empty_like(x)
+
+
+def _dissimilarity_matrix_setup(ctx, inputs: tuple, output: Tensor) -> None:  # type: ignore[no-untyped-def]
+    x, *ctx.settings = inputs
+    ctx.save_for_backward(x)
+
+
+def _dissimilarity_matrix_grad(ctx, grad: Tensor) -> tuple:  # type: ignore[no-untyped-def]
+    (x,) = ctx.saved_tensors
+    grad_x = _dissimilarity_matrix_backward(grad, x, *ctx.settings)
+    return (_first_order_only(grad_x, f"'{ctx.settings[1]}' dissimilarity stage", (grad, x)), None, None, None)
+
+
+_dissimilarity_matrix.register_autograd(_dissimilarity_matrix_grad, setup_context=_dissimilarity_matrix_setup)
+
+
+def dissimilarity_matrix(x: Tensor, kind: str, plan: ExecutionPlan) -> Tensor:
+    """(n, n) dissimilarities of features x (n, d) by the plan's dissimilarity stage."""
+    return _dissimilarity_matrix(x, kind, plan.distance_stage, plan.block_rows)

@@ -1,0 +1,219 @@
+"""The execution plan: how one call runs, resolved once from the options, the device and the environment.
+
+A computation path is a (dissimilarity stage, rank stage) pair run by ``pc_kernels.pipeline``:
+
+    backend      algorithm   dissimilarity stage    rank stage
+    "torch"      "dense"     torch (Gram form)      dense torch (chunked tanh)
+    "torch"      "binned"    torch (Gram form)      binned (grid + FFT)
+    "triton"     "dense"     triton kernel          fused triton kernels
+    "triton"     "binned"    triton kernel          binned (grid + FFT)
+    "reference"  "dense"     the plain-autograd oracle (``pc_kernels.reference``)
+
+``resolve_plan`` also fixes the pipeline's blocks of reference rows, the dense torch stage's tile,
+whether the ranks are kept for the backward (or each block recomputed in it), the sigmoid flavour
+and the reference's memory limit. This module is the only code that reads environment variables:
+
+    PC_KERNELS_TORCH_WORKSPACE_BYTES    workspace of the dense torch rank stage (default: 8 MiB on CPU,
+                                        512 MiB on CUDA)
+    PC_KERNELS_REFERENCE_MEMORY_LIMIT   largest n³ working memory of backend="reference" (default 4 GiB)
+    PC_KERNELS_FAST_SIGMOID=1           tanh.approx sigmoid in the Triton rank stage (float32 CUDA)
+    TRITON_INTERPRET=1                  the Triton backend may run on CPU tensors, under the interpreter
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from .options import BACKENDS, LossOptions
+from .stages.dense_ranks import strip_width
+
+# Installed, looked up without importing triton (importing it is slow and must follow TRITON_INTERPRET).
+_TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
+
+WORKSPACE_BYTES = {"cpu": 8 * 2**20, "cuda": 512 * 2**20}
+# Temporaries of one pipeline block: small on CPU, where blocks that stay in cache are fastest.
+BLOCK_BYTES = {"cpu": 32 * 2**20, "cuda": 2 * 2**30}
+# Ranks kept for the backward of algorithm="binned"; above this, each block is recomputed instead.
+SAVED_RANKS_BYTES = {"cpu": 4 * 2**30, "cuda": 24 * 2**30}
+REFERENCE_MEMORY_BYTES = 4 * 2**30
+_OTHER_DEVICE_BYTES = 128 * 2**20
+# (rows, n)-sized float64 temporaries one block row of the pipeline holds at once, both sides.
+_BLOCK_TEMPORARIES = 12
+# (n, n, n) tensors of the reference per soft side, autograd's saved tensors included
+# (measured: about 6 n³ buffers for fwd+bwd with two soft sides, at n = 256 and 384).
+_REFERENCE_CUBES_PER_SIDE = 3
+
+
+def _bytes_setting(environ: Mapping[str, str], name: str, default: int) -> int:
+    value = environ.get(name)
+    if value is None:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{name} must be a positive integer (bytes); got {value!r}")
+    return int(value)
+
+
+def triton_usable(device: torch.device, environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether Triton kernels can run on tensors of ``device``: CUDA with triton installed, or CPU under
+    the Triton interpreter (TRITON_INTERPRET=1, set before triton is first imported)."""
+    if not _TRITON_INSTALLED:
+        return False
+    return device.type == "cuda" or (device.type == "cpu" and environ.get("TRITON_INTERPRET") == "1")
+
+
+def available_backends(device: torch.device | str = "cpu") -> list[str]:
+    """The backend names that can run on tensors of ``device`` here (besides "auto").
+
+    Raises:
+        RuntimeError: ``device`` is not a valid device string.
+    """
+    names = ["reference", "torch"]
+    if triton_usable(torch.device(device)):
+        names.append("triton")
+    return names
+
+
+def resolve_backend(backend: str, device: torch.device | str) -> str:
+    """The backend that ``backend`` means for tensors on ``device``.
+
+    "auto" is "triton" for CUDA tensors when Triton is installed, else "torch" (with a warning on CUDA,
+    naming what to install). Explicit names are returned as they are once checked to be usable.
+
+    Raises:
+        ValueError: ``backend`` is not one of "auto", "reference", "torch", "triton".
+        RuntimeError: backend="triton" on a device where Triton cannot run (the message names what to
+            install or set).
+    """
+    device = torch.device(device)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(repr(b) for b in BACKENDS)}; got {backend!r}")
+    if backend == "auto":
+        if triton_usable(device):
+            return "triton" if device.type == "cuda" else "torch"
+        if device.type == "cuda":
+            warnings.warn(
+                "pc_kernels: triton is not installed, so backend='auto' uses the slower torch backend on CUDA; "
+                "`pip install triton` (CUDA builds of torch usually bring it) for the fused kernels",
+                stacklevel=3,
+            )
+        return "torch"
+    if backend == "triton" and not triton_usable(device):
+        if device.type == "cuda":
+            raise RuntimeError("backend='triton' needs the triton package: `pip install triton`, or use backend='torch'")
+        raise RuntimeError(
+            f"backend='triton' runs on CUDA tensors; got tensors on {device} (for CPU tensors the Triton "
+            "interpreter runs it when TRITON_INTERPRET=1 is set before triton is imported, for testing); "
+            "use backend='torch' or backend='auto'"
+        )
+    return backend
+
+
+@dataclass(frozen=True)
+class ExecutionPlan:
+    """How one call runs (see the module docstring); ``PerceptionCoherenceLoss.last_plan`` keeps the last.
+
+    Attributes:
+        backend: "reference", "torch" or "triton" (what "auto" resolved to).
+        algorithm: "dense" or "binned".
+        distance_stage: "torch", "triton" or "reference".
+        rank_stage: "dense", "triton", "binned" or "reference".
+        rows: the reference rows [start, end) computed.
+        block_rows: reference rows the pipeline runs through all stages at once.
+        tile_rows: rows per tile of the dense torch rank stage's workspace.
+        save_ranks: whether both sides' ranks are kept for the backward (else each block is recomputed).
+        fast_sigmoid: the tanh.approx sigmoid of the Triton rank stage.
+        bins: grid nodes per row of algorithm="binned" (None: automatic).
+    """
+
+    backend: str
+    algorithm: str
+    distance_stage: str
+    rank_stage: str
+    rows: tuple[int, int]
+    block_rows: int
+    tile_rows: int
+    save_ranks: bool
+    fast_sigmoid: bool
+    bins: int | None
+
+    def describe(self) -> str:
+        """A one-line summary, e.g. for logs."""
+        start, end = self.rows
+        return (
+            f"backend={self.backend!r} algorithm={self.algorithm!r} stages={self.distance_stage}+{self.rank_stage} "
+            f"rows=[{start}, {end}) block_rows={self.block_rows} save_ranks={self.save_ranks} "
+            f"fast_sigmoid={self.fast_sigmoid}"
+        )
+
+
+def _reference_plan(
+    options: LossOptions, n: int, d: int, dtype: torch.dtype, soft_sides: int, environ: Mapping[str, str]
+) -> ExecutionPlan:
+    need = max(_REFERENCE_CUBES_PER_SIDE * soft_sides * n**3, n * n * d) * torch.finfo(dtype).bits // 8
+    limit = _bytes_setting(environ, "PC_KERNELS_REFERENCE_MEMORY_LIMIT", REFERENCE_MEMORY_BYTES)
+    if need > limit:
+        raise ValueError(
+            f"backend='reference' would need about {need / 2**30:.2f} GiB of n³ working memory for n = {n}, above "
+            f"its limit of {limit / 2**30:.2f} GiB (PC_KERNELS_REFERENCE_MEMORY_LIMIT); use backend='torch' "
+            "(any device) or backend='triton' (CUDA), which never build n³ tensors"
+        )
+    rows = options.row_range(n)
+    return ExecutionPlan("reference", "dense", "reference", "reference", rows, rows[1] - rows[0], 1, True, False, None)
+
+
+def resolve_plan(
+    options: LossOptions,
+    device: torch.device,
+    n: int,
+    features: int,
+    dtype: torch.dtype,
+    soft_sides: int,
+    environ: Mapping[str, str] = os.environ,
+) -> ExecutionPlan:
+    """The plan for validated ``options`` on a batch of n samples with at most ``features`` features
+    per sample, of computation ``dtype`` on ``device``, ranking ``soft_sides`` feature sets softly (2 for
+    a loss with soft teacher ranks, 1 with hard ones or for one rank matrix, 0 for distances only).
+
+    Raises:
+        ValueError: the reference backend's memory limit is exceeded, ``rows`` ends beyond n, or an
+            environment variable above holds something other than a positive integer.
+        RuntimeError: backend="triton" cannot run on ``device`` (see ``resolve_backend``).
+    """
+    backend = resolve_backend(options.backend, device)
+    if backend == "reference":
+        return _reference_plan(options, n, features, dtype, soft_sides, environ)
+    start, end = options.row_range(n)
+    itemsize = torch.finfo(dtype).bits // 8
+    w = n - 1
+    if options.chunk_rows is not None:
+        block_rows = options.chunk_rows
+    else:
+        budget = BLOCK_BYTES.get(device.type, _OTHER_DEVICE_BYTES)
+        block_rows = max(1, budget // (_BLOCK_TEMPORARIES * 8 * n))
+    block_rows = min(block_rows, end - start)
+    workspace = _bytes_setting(
+        environ, "PC_KERNELS_TORCH_WORKSPACE_BYTES", WORKSPACE_BYTES.get(device.type, _OTHER_DEVICE_BYTES)
+    )
+    tile_rows = max(1, workspace // (strip_width(w) * w * itemsize))
+    binned = options.algorithm == "binned"
+    kept = 2 * (end - start) * w * itemsize
+    save_ranks = not binned or kept <= SAVED_RANKS_BYTES.get(device.type, _OTHER_DEVICE_BYTES)
+    fast = backend == "triton" and device.type == "cuda" and dtype == torch.float32
+    return ExecutionPlan(
+        backend=backend,
+        algorithm=options.algorithm,
+        distance_stage=backend,
+        rank_stage="binned" if binned else ("triton" if backend == "triton" else "dense"),
+        rows=(start, end),
+        block_rows=block_rows,
+        tile_rows=tile_rows,
+        save_ranks=save_ranks,
+        fast_sigmoid=fast and environ.get("PC_KERNELS_FAST_SIGMOID") == "1",
+        bins=options.bins,
+    )

@@ -1,0 +1,14 @@
+"""The stages a computation path is composed of; ``pc_kernels.pipeline`` runs them over blocks of
+reference rows. Every stage works on the candidate layout (``layout.py``).
+
+    distances.py         the distance policy of every fast path (prepared features, Gram form, snap),
+                         the torch dissimilarity stage, and the backward all dissimilarity stages share
+    triton_distances.py  the Triton dissimilarity stage (fused kernel, same policy)
+    row_scale.py         the per-reference factor of "row_std" / "none", forward and backward
+    dense_ranks.py       the dense torch rank stage (every sigmoid, bounded workspace)
+    triton_ranks.py      the fused Triton rank stage
+    binned_ranks.py      the binned rank stage (grid deposit, FFT convolution, read-back)
+    hard_ranks.py        exact average ranks by sorting
+    discrepancy.py       "mse" / "spearman", forward and backward
+    layout.py            the candidate layout and its conversions
+"""

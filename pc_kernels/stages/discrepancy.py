@@ -1,0 +1,45 @@
+"""SPEC's per-reference discrepancy between student and teacher ranks, forward and backward, for every
+fast path. Rows of rank candidates R^S, R^T (m, w), population moments over the w = n − 1 candidates:
+
+    "mse":       ℓ = (1/w) Σ_j (R^S_j − R^T_j)²
+                 ∂ℓ/∂R^S_j = 2 (R^S_j − R^T_j) / w = −∂ℓ/∂R^T_j
+    "spearman":  ℓ = 1 − ρ,  ρ = cov / √(var_S var_T + 1e-12)   (u = R − mean, cov = (1/w) Σ u^S u^T)
+                 ∂ℓ/∂R^S_j = −u^T_j / (w √·) + cov var_T u^S_j / (w √·³)   (and symmetrically for R^T)
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..options import SPEARMAN_EPS
+
+
+def _moments(rs: torch.Tensor, rt: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    us = rs - rs.mean(dim=1, keepdim=True)
+    ut = rt - rt.mean(dim=1, keepdim=True)
+    var_s, var_t, cov = us.square().mean(dim=1), ut.square().mean(dim=1), (us * ut).mean(dim=1)
+    return us, ut, var_s, var_t, cov, torch.sqrt(var_s * var_t + SPEARMAN_EPS)
+
+
+def discrepancy(rs: torch.Tensor, rt: torch.Tensor, kind: str) -> torch.Tensor:
+    """ℓ (m,) from student and teacher ranks (m, w)."""
+    if kind == "mse":
+        return (rs - rt).square().mean(dim=1)
+    *_, cov, root = _moments(rs, rt)
+    return 1.0 - cov / root
+
+
+def discrepancy_backward(
+    rs: torch.Tensor, rt: torch.Tensor, grad_losses: torch.Tensor, kind: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(∂L/∂R^S, ∂L/∂R^T), each (m, w), for ∂L/∂ℓ = grad_losses (m,)."""
+    w = rs.shape[1]
+    if kind == "mse":
+        grad_s = (rs - rt).mul_((2.0 / w) * grad_losses[:, None])
+        return grad_s, -grad_s
+    us, ut, var_s, var_t, cov, root = _moments(rs, rt)
+    g = (grad_losses / (w * root))[:, None]
+    common = (cov / (root * root))[:, None]
+    grad_s = g * (common * var_t[:, None] * us - ut)
+    grad_t = g * (common * var_s[:, None] * ut - us)
+    return grad_s, grad_t

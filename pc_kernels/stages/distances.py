@@ -1,0 +1,137 @@
+"""The distance policy of every fast path: prepared features, the torch dissimilarity stage, and the
+backward every dissimilarity stage shares.
+
+One policy, the same for float32 and float64 inputs (see docs/spec.md, "Numerics"):
+
+* Non-finite features are replaced by 0 before anything else, so no stage ever sees one; the
+  pipeline makes the loss (and every gradient) NaN instead (``PreparedFeatures.finite``).
+* Prepared features are float64. For the euclidean kinds they are shifted by their coordinate-wise
+  median (distances do not change; each coordinate moves by one of its own values, so data on a grid
+  shifts exactly and keeps its ties) and multiplied by 2^−e, e the binary exponent of the largest
+  shifted |value|: an exact rescaling that puts every value in (−1, 1), so no square, product or sum of
+  the Gram form can overflow or underflow whatever the input magnitude. Distances then come out in
+  units of 2^e (squared distances: 4^e), which ``distance_exponent`` records. Cosine features are used
+  as they are (its 1e-8 norm clamp is absolute), with norms clamped below at 1e-8.
+* Gram form in float64: S_ij = N_i + N_j − 2 <x_i, x_j> (N the squared norms), and S_ij <=
+  SNAP·ε₆₄·(N_i + N_j) — rounding noise of the form, or duplicates up to a few float32 ulps — counts as
+  exactly 0. D = √S (euclidean), S (sqeuclidean), 1 − <x_i, x_j> / (a_i a_j) (cosine, a = max(‖x‖, 1e-8)).
+  Rounding: about ε₆₄·(N_i + N_j) on S, far below float32 resolution; in float64 a pair closer than
+  about 1e-7 of the batch's spread reads as 0.
+* Results are written in the computation dtype (float32 or float64), in the candidate layout.
+
+Backward, for W the weights below and g = ∂L/∂D of reference rows i against every j (D symmetric, so
+each entry feeds both x_i and x_j):
+
+    ∂L/∂x_i += x_i·ρ_i − Σ_j W_ij x_j,      ∂L/∂x_j += x_j·κ_j − Σ_i W_ij x_i
+    euclidean: W = g / D (0 where D = 0), ρ = Σ_j W_ij, κ = Σ_i W_ij;   sqeuclidean: W = 2g, same sums
+    cosine:    W = g / (a_i a_j),  ρ_i = [‖x_i‖ > 1e-8] Σ_j g_ij (1 − D_ij) / a_i²,  κ likewise
+
+two matrix products per block, in float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..options import COSINE_NORM_EPS
+from .layout import drop_diagonal, insert_diagonal
+
+# S <= SNAP · ε(float64) · (N_i + N_j) is rounding noise of the Gram form: it counts as 0.
+SNAP = 16.0 * torch.finfo(torch.float64).eps
+
+
+@dataclass(frozen=True)
+class PreparedFeatures:
+    """One feature set ready for a dissimilarity stage.
+
+    Attributes:
+        features: (n, p) float64, contiguous (see the module docstring).
+        norms: (n,) float64: squared norms N (euclidean kinds) or clamped norms a (cosine).
+        exponent: () int32 tensor e: the features were multiplied by 2^−e (0 for cosine).
+        finite: () bool tensor: whether every input feature was finite.
+        kind: "euclidean", "sqeuclidean" or "cosine".
+        dtype: the computation dtype of the results (float32 or float64).
+    """
+
+    features: torch.Tensor
+    norms: torch.Tensor
+    exponent: torch.Tensor
+    finite: torch.Tensor
+    kind: str
+    dtype: torch.dtype
+
+    @property
+    def distance_exponent(self) -> torch.Tensor:
+        """u with D = 2^u·D' for the stage's output D': e (euclidean), 2e (sqeuclidean), 0 (cosine)."""
+        return self.exponent * 2 if self.kind == "sqeuclidean" else self.exponent
+
+
+def prepare(x: torch.Tensor, kind: str) -> PreparedFeatures:
+    """Prepare (n, p) features of the computation dtype for ``kind`` (see the module docstring)."""
+    finite_mask = torch.isfinite(x)
+    features = torch.where(finite_mask, x, 0.0).to(torch.float64)
+    finite = finite_mask.all()
+    if kind == "cosine":
+        norms = torch.linalg.vector_norm(features, dim=1).clamp_min(COSINE_NORM_EPS)
+        exponent = torch.zeros((), dtype=torch.int32, device=x.device)
+        return PreparedFeatures(features.contiguous(), norms, exponent, finite, kind, x.dtype)
+    shifted = features - features.median(dim=0).values
+    exponent = torch.frexp(shifted.abs().amax())[1]
+    features = torch.ldexp(shifted, -exponent).contiguous()
+    norms = (features * features).sum(dim=1)
+    return PreparedFeatures(features, norms, exponent, finite, kind, x.dtype)
+
+
+def _square_rows(prepared: PreparedFeatures, start: int, end: int) -> torch.Tensor:
+    """(c, n) float64 dissimilarities D' of rows start … end − 1 against every row (diagonal included)."""
+    f, norms = prepared.features, prepared.norms
+    gram = f[start:end] @ f.T
+    if prepared.kind == "cosine":
+        return gram.div_(norms[start:end, None]).div_(norms[None, :]).neg_().add_(1.0)
+    total = norms[start:end, None] + norms[None, :]
+    squares = gram.mul_(-2.0).add_(total)
+    squares.masked_fill_(squares <= total.mul_(SNAP), 0.0)
+    return squares.sqrt_() if prepared.kind == "euclidean" else squares
+
+
+def candidate_rows(prepared: PreparedFeatures, start: int, end: int) -> torch.Tensor:
+    """The torch dissimilarity stage: (end − start, n − 1) candidate dissimilarities D' of reference rows
+    start … end − 1, in the computation dtype (D = 2^u·D', u = ``prepared.distance_exponent``)."""
+    return drop_diagonal(_square_rows(prepared, start, end), start).to(prepared.dtype)
+
+
+def square_matrix(prepared: PreparedFeatures) -> torch.Tensor:
+    """(n, n) float64 dissimilarities D' of every pair, zero on the diagonal."""
+    n = prepared.features.shape[0]
+    return _square_rows(prepared, 0, n).fill_diagonal_(0.0)
+
+
+def accumulate_gradient(
+    prepared: PreparedFeatures, start: int, d: torch.Tensor, grad_d: torch.Tensor, out: torch.Tensor
+) -> None:
+    """Add ∂L/∂(prepared features) to ``out`` (n, p) float64, from candidate rows d (c, n − 1) of reference
+    rows start … start + c − 1 and their gradient grad_d = ∂L/∂d (module docstring)."""
+    c = d.shape[0]
+    f = prepared.features
+    rows = f[start : start + c]
+    g = insert_diagonal(grad_d.to(torch.float64), start)
+    if prepared.kind == "sqeuclidean":
+        weights = g.mul_(2.0)
+        row_sums, column_sums = weights.sum(dim=1), weights.sum(dim=0)
+    elif prepared.kind == "euclidean":
+        distances = insert_diagonal(d.to(torch.float64), start)
+        positive = distances > 0
+        weights = torch.where(positive, g / torch.where(positive, distances, 1.0), 0.0)
+        row_sums, column_sums = weights.sum(dim=1), weights.sum(dim=0)
+    else:
+        a = prepared.norms
+        similarity = insert_diagonal(1.0 - d.to(torch.float64), start)
+        live = (a > COSINE_NORM_EPS).to(torch.float64)
+        slopes = g * similarity
+        row_sums = slopes.sum(dim=1) * live[start : start + c] / a[start : start + c].square()
+        column_sums = slopes.sum(dim=0) * live / a.square()
+        weights = g.div_(a[start : start + c, None]).div_(a[None, :])
+    out[start : start + c] += rows * row_sums[:, None] - weights @ f
+    out += f * column_sums[:, None] - weights.T @ rows

@@ -1,0 +1,70 @@
+"""The per-reference scale of SPEC's ``normalize`` option, forward and backward, for every fast path.
+
+Rank stages compare y_j = c·d_j inside a row of candidate dissimilarities d (c, w) in the units of the
+distance stage (D = 2^u·d, see ``distances.py``), with one factor c per row:
+
+    "row_std":  c = 1 / (τ (s + 1e-12)),  s the population standard deviation of the row's w values of d
+    "none":     c = 2^u / τ                (so that y = D/τ)
+
+so y_j − y_k = (D~_j − D~_k)/τ is SPEC's sigmoid argument. For "row_std", s is taken in the distance
+stage's units, where the features' largest magnitude lies in [½, 1): the 1e-12 that keeps s + 1e-12
+positive is relative to the features' scale, which is what makes the loss exactly scale-invariant
+for any input magnitude (docs/spec.md, "Numerics"). The factor is computed in float64 and clamped to
+the largest finite value of the computation dtype: for a tiny τ the rank stages then see ±inf for
+distinct values and exactly 0 for ties (the hard ranks), never inf·0.
+
+Backward, from ∂L/∂y to ∂L/∂d (population moments over the w candidates, s > 0):
+
+    ∂L/∂d_j = c ∂L/∂y_j + (∂L/∂c)(∂c/∂s)(∂s/∂d_j),   ∂L/∂c = Σ_k d_k ∂L/∂y_k,
+    ∂c/∂s = −c / (s + 1e-12),   ∂s/∂d_j = (d_j − μ) / (w s)
+
+with no s term where s = 0 (a row of equal values; sqrt has no derivative there), where c was clamped,
+or for "none".
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from ..options import ROW_STD_EPS
+
+
+class RowScale(NamedTuple):
+    """Per-row factors c (m,) in the computation dtype, and the float64 statistics of the backward:
+    the row means and standard deviations (m,) (None for "none") and whether c was clamped (m,)."""
+
+    factor: torch.Tensor
+    mean: torch.Tensor | None
+    std: torch.Tensor | None
+    clamped: torch.Tensor
+
+
+def row_scale(d: torch.Tensor, tau: float, normalize: str, distance_exponent: torch.Tensor) -> RowScale:
+    """Factors of the rows of candidate dissimilarities d (m, w) (module docstring)."""
+    largest = torch.finfo(d.dtype).max
+    if normalize == "none":
+        factor = torch.ldexp(torch.full((d.shape[0],), 1.0 / tau, dtype=torch.float64, device=d.device),
+                             distance_exponent)  # fmt: skip
+        return RowScale(factor.clamp(max=largest).to(d.dtype), None, None, factor > largest)
+    d64 = d.to(torch.float64)
+    var, mean = torch.var_mean(d64, dim=1, correction=0)
+    std = var.sqrt()
+    factor = 1.0 / (tau * (std + ROW_STD_EPS))
+    return RowScale(factor.clamp(max=largest).to(d.dtype), mean, std, factor > largest)
+
+
+def row_scale_backward(d: torch.Tensor, scale: RowScale, grad_y: torch.Tensor) -> torch.Tensor:
+    """∂L/∂d (m, w) in d's dtype from ∂L/∂y (m, w) (module docstring)."""
+    factor = scale.factor.to(torch.float64)
+    grad = grad_y.to(torch.float64) * factor[:, None]
+    if scale.std is None or scale.mean is None:
+        return grad.to(d.dtype)
+    d64 = d.to(torch.float64)
+    w = d.shape[1]
+    grad_factor = (d64 * grad_y.to(torch.float64)).sum(dim=1)
+    live = (scale.std > 0) & ~scale.clamped
+    coefficient = -grad_factor * factor / ((scale.std + ROW_STD_EPS) * w * torch.where(live, scale.std, 1.0))
+    coefficient = torch.where(live, coefficient, 0.0)
+    return grad.add_((d64 - scale.mean[:, None]).mul_(coefficient[:, None])).to(d.dtype)
