@@ -90,20 +90,24 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
         RuntimeError: backend="triton" on a device where Triton cannot run (the message names what to
             install or set).
     """
-    device = torch.device(device)
+    return _backend_for(backend, torch.device(device), os.environ)
+
+
+def _backend_for(backend: str, device: torch.device, environ: Mapping[str, str]) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(repr(b) for b in BACKENDS)}; got {backend!r}")
+    usable = triton_usable(device, environ)
     if backend == "auto":
-        if triton_usable(device):
+        if usable:
             return "triton" if device.type == "cuda" else "torch"
         if device.type == "cuda":
             warnings.warn(
                 "pc_kernels: triton is not installed, so backend='auto' uses the slower torch backend on CUDA; "
                 "`pip install triton` (CUDA builds of torch usually bring it) for the fused kernels",
-                stacklevel=3,
+                stacklevel=4,
             )
         return "torch"
-    if backend == "triton" and not triton_usable(device):
+    if backend == "triton" and not usable:
         if device.type == "cuda":
             raise RuntimeError("backend='triton' needs the triton package: `pip install triton`, or use backend='torch'")
         raise RuntimeError(
@@ -185,7 +189,7 @@ def resolve_plan(
             environment variable above holds something other than a positive integer.
         RuntimeError: backend="triton" cannot run on ``device`` (see ``resolve_backend``).
     """
-    backend = resolve_backend(options.backend, device)
+    backend = _backend_for(options.backend, device, environ)
     if backend == "reference":
         return _reference_plan(options, n, features, dtype, soft_sides, environ)
     start, end = options.row_range(n)

@@ -32,10 +32,10 @@ def pairwise_dissimilarity(x: torch.Tensor, kind: str) -> torch.Tensor:
             d = squared
         else:
             # sqrt has an infinite derivative at 0: route zeros around it so that duplicate rows
-            # (and the diagonal) get a zero gradient, as the spec asks.
-            positive = squared > 0
-            safe = torch.where(positive, squared, torch.ones_like(squared))
-            d = torch.where(positive, safe.sqrt(), torch.zeros_like(squared))
+            # (and the diagonal) get a zero gradient, as the spec asks (and NaN stays NaN).
+            zero = squared == 0
+            safe = torch.where(zero, torch.ones_like(squared), squared)
+            d = torch.where(zero, torch.zeros_like(squared), safe.sqrt())
     return (d * (1.0 - torch.eye(x.shape[0], dtype=torch.float64, device=x.device))).to(x.dtype)
 
 

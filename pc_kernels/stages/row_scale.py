@@ -10,8 +10,9 @@ so y_j − y_k = (D~_j − D~_k)/τ is SPEC's sigmoid argument. For "row_std", s
 stage's units, where the features' largest magnitude lies in [½, 1): the 1e-12 that keeps s + 1e-12
 positive is relative to the features' scale, which is what makes the loss exactly scale-invariant
 for any input magnitude (docs/spec.md, "Numerics"). The factor is computed in float64 and clamped to
-the largest finite value of the computation dtype: for a tiny τ the rank stages then see ±inf for
-distinct values and exactly 0 for ties (the hard ranks), never inf·0.
+the largest finite value of the computation dtype, and below to its smallest normal value: for a tiny τ the rank stages then see
+±inf for distinct values and exactly 0 for ties (the hard ranks), for a huge one σ(0) = ½ to the
+dtype's precision, never inf·0 or 0·inf.
 
 Backward, from ∂L/∂y to ∂L/∂d (population moments over the w candidates, s > 0):
 
@@ -19,7 +20,7 @@ Backward, from ∂L/∂y to ∂L/∂d (population moments over the w candidates,
     ∂c/∂s = −c / (s + 1e-12),   ∂s/∂d_j = (d_j − μ) / (w s)
 
 with no s term where s = 0 (a row of equal values; sqrt has no derivative there), where c was clamped,
-or for "none".
+(by the clamp), or for "none".
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from ..options import ROW_STD_EPS
 
 
 class RowScale(NamedTuple):
-    """Per-row factors c (m,) in the computation dtype, and the float64 statistics of the backward:
-    the row means and standard deviations (m,) (None for "none") and whether c was clamped (m,)."""
+    """Per-row factors c (m,) in the computation dtype, and what the backward needs: the float64 row
+    means and standard deviations (m,) (None for "none") and whether c was clamped (m,)."""
 
     factor: torch.Tensor
     mean: torch.Tensor | None
@@ -41,18 +42,23 @@ class RowScale(NamedTuple):
     clamped: torch.Tensor
 
 
+def _clamped(factor: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """``factor`` (float64) clamped to the positive normal range of ``dtype`` and cast, and where it was clamped."""
+    info = torch.finfo(dtype)
+    clamped = (factor > info.max) | (factor < info.tiny)
+    return factor.clamp(info.tiny, info.max).to(dtype), clamped
+
+
 def row_scale(d: torch.Tensor, tau: float, normalize: str, distance_exponent: torch.Tensor) -> RowScale:
     """Factors of the rows of candidate dissimilarities d (m, w) (module docstring)."""
-    largest = torch.finfo(d.dtype).max
     if normalize == "none":
-        factor = torch.ldexp(torch.full((d.shape[0],), 1.0 / tau, dtype=torch.float64, device=d.device),
-                             distance_exponent)  # fmt: skip
-        return RowScale(factor.clamp(max=largest).to(d.dtype), None, None, factor > largest)
-    d64 = d.to(torch.float64)
-    var, mean = torch.var_mean(d64, dim=1, correction=0)
+        inverse_tau = torch.full((d.shape[0],), 1.0 / tau, dtype=torch.float64, device=d.device)
+        factor, clamped = _clamped(torch.ldexp(inverse_tau, distance_exponent), d.dtype)
+        return RowScale(factor, None, None, clamped)
+    var, mean = torch.var_mean(d.to(torch.float64), dim=1, correction=0)
     std = var.sqrt()
-    factor = 1.0 / (tau * (std + ROW_STD_EPS))
-    return RowScale(factor.clamp(max=largest).to(d.dtype), mean, std, factor > largest)
+    factor, clamped = _clamped(1.0 / (tau * (std + ROW_STD_EPS)), d.dtype)
+    return RowScale(factor, mean, std, clamped)
 
 
 def row_scale_backward(d: torch.Tensor, scale: RowScale, grad_y: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,136 @@
+"""The execution plan (pc_kernels/plan.py): resolved once per call from options, device and environment,
+the only code that reads environment variables, and reported by the module as ``last_plan``."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import pc_kernels
+from pc_kernels import plan as plan_module
+from pc_kernels.options import LossOptions
+from pc_kernels.plan import resolve_plan
+from helpers import random_features
+
+PACKAGE = Path(pc_kernels.__file__).resolve().parent
+CPU = torch.device("cpu")
+CUDA = torch.device("cuda")
+
+
+def _plan(device=CPU, n=100, features=8, dtype=torch.float32, environ=None, soft_sides=2, **options):
+    return resolve_plan(LossOptions(**options).validated(), device, n, features, dtype, soft_sides, environ or {})
+
+
+def test_only_the_plan_reads_environment_variables():
+    """In the library proper (the demo under pc_kernels/demo is an application of it)."""
+    readers = [
+        path.relative_to(PACKAGE).as_posix()
+        for path in PACKAGE.rglob("*.py")
+        if "demo" not in path.parts and re.search(r"os\.environ|getenv", path.read_text(encoding="utf-8"))
+    ]
+    assert readers == ["plan.py"]
+
+
+@pytest.mark.parametrize(
+    "backend, algorithm, stages",
+    [
+        ("torch", "dense", ("torch", "dense")),
+        ("torch", "binned", ("torch", "binned")),
+        ("triton", "dense", ("triton", "triton")),
+        ("triton", "binned", ("triton", "binned")),
+        ("reference", "dense", ("reference", "reference")),
+    ],
+)
+def test_a_path_is_a_dissimilarity_stage_and_a_rank_stage(backend, algorithm, stages):
+    plan = _plan(CUDA, backend=backend, algorithm=algorithm)
+    assert (plan.distance_stage, plan.rank_stage) == stages
+    assert plan.backend == backend and plan.algorithm == algorithm
+
+
+def test_auto_is_torch_on_cpu_and_triton_on_cuda():
+    assert _plan(CPU, environ={"TRITON_INTERPRET": "1"}).backend == "torch"
+    assert _plan(CUDA).backend == "triton"
+    assert pc_kernels.resolve_backend("auto", "cpu") == "torch"
+
+
+def test_cuda_without_triton_falls_back_with_a_warning_or_names_the_package(monkeypatch):
+    monkeypatch.setattr(plan_module, "_TRITON_INSTALLED", False)
+    with pytest.warns(UserWarning, match="pip install triton"):
+        assert pc_kernels.resolve_backend("auto", "cuda") == "torch"
+    with pytest.raises(RuntimeError, match="pip install triton"):
+        pc_kernels.resolve_backend("triton", "cuda")
+    assert pc_kernels.available_backends("cuda") == ["reference", "torch"]
+
+
+def test_triton_on_cpu_needs_the_interpreter():
+    with pytest.raises(RuntimeError, match="backend='triton' runs on CUDA tensors.*TRITON_INTERPRET=1"):
+        _plan(CPU, backend="triton")
+    assert _plan(CPU, backend="triton", environ={"TRITON_INTERPRET": "1"}).backend == "triton"
+
+
+def test_blocks_follow_chunk_rows_or_the_device_budget():
+    assert _plan(chunk_rows=7).block_rows == 7
+    assert _plan(chunk_rows=1000).block_rows == 100
+    assert _plan(rows=(10, 20)).block_rows == 10
+    large = _plan(n=20000)
+    assert 1 <= large.block_rows < 20000
+    assert large.block_rows * 20000 * 8 <= plan_module.BLOCK_BYTES["cpu"]
+    assert _plan(CUDA, n=20000).block_rows > large.block_rows
+
+
+def test_the_dense_workspace_comes_from_the_environment_or_the_default():
+    default = _plan(n=1000)
+    tiny = _plan(n=1000, environ={"PC_KERNELS_TORCH_WORKSPACE_BYTES": "1"})
+    assert tiny.tile_rows == 1 < default.tile_rows
+    for bad in ("lots", "0", "-5", "1.5"):
+        with pytest.raises(ValueError, match=f"PC_KERNELS_TORCH_WORKSPACE_BYTES must be a positive integer.*{re.escape(bad)}"):
+            _plan(environ={"PC_KERNELS_TORCH_WORKSPACE_BYTES": bad})
+
+
+def test_ranks_are_kept_for_the_dense_backward_and_for_binned_within_budget(monkeypatch):
+    assert _plan(n=50000).save_ranks
+    assert _plan(n=1000, algorithm="binned").save_ranks
+    monkeypatch.setitem(plan_module.SAVED_RANKS_BYTES, "cpu", 2 * 999 * 1000 * 4 - 1)
+    assert not _plan(n=1000, algorithm="binned").save_ranks
+    assert _plan(n=1000, algorithm="binned", rows=(0, 10)).save_ranks
+
+
+def test_the_fast_sigmoid_is_opt_in_for_float32_triton_on_cuda():
+    on = {"PC_KERNELS_FAST_SIGMOID": "1"}
+    assert _plan(CUDA, environ=on).fast_sigmoid
+    assert not _plan(CUDA).fast_sigmoid
+    assert not _plan(CUDA, environ=on, dtype=torch.float64).fast_sigmoid
+    assert not _plan(CUDA, environ=on, backend="torch").fast_sigmoid
+    assert not _plan(CPU, environ={**on, "TRITON_INTERPRET": "1"}, backend="triton").fast_sigmoid
+
+
+def test_the_reference_memory_limit_comes_from_the_environment():
+    with pytest.raises(ValueError, match=r"backend='reference' would need about .* use backend='torch'"):
+        _plan(n=80, backend="reference", environ={"PC_KERNELS_REFERENCE_MEMORY_LIMIT": str(2**20)})
+    assert _plan(n=80, backend="reference").backend == "reference"
+    assert _plan(n=80, backend="reference", soft_sides=0, environ={"PC_KERNELS_REFERENCE_MEMORY_LIMIT": str(2**20)})
+    with pytest.raises(ValueError, match="PC_KERNELS_REFERENCE_MEMORY_LIMIT"):
+        _plan(backend="reference", environ={"PC_KERNELS_REFERENCE_MEMORY_LIMIT": "4GiB"})
+
+
+def test_the_module_reports_the_plan_of_its_last_call():
+    criterion = pc_kernels.PerceptionCoherenceLoss(algorithm="binned", chunk_rows=3)
+    assert criterion.last_plan is None and criterion.last_backend is None
+    x, y = random_features(8, 3, seed=1), random_features(8, 2, seed=2)
+    criterion(x, y)
+    assert criterion.last_backend == "torch"
+    assert (criterion.last_plan.rank_stage, criterion.last_plan.block_rows) == ("binned", 3)
+    assert "algorithm='binned'" in criterion.last_plan.describe()
+
+
+def test_the_environment_is_read_at_each_call(monkeypatch):
+    x = random_features(40, 3, seed=3)
+    criterion = pc_kernels.PerceptionCoherenceLoss()
+    criterion(x, x)
+    default = criterion.last_plan.tile_rows
+    monkeypatch.setenv("PC_KERNELS_TORCH_WORKSPACE_BYTES", "1")
+    criterion(x, x)
+    assert criterion.last_plan.tile_rows == 1 < default
