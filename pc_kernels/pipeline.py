@@ -51,13 +51,13 @@ def _blocks(start: int, end: int, size: int) -> Iterator[tuple[int, int]]:
         yield a, min(a + size, end)
 
 
-def _distance_rows(stage: str, prepared: distances.PreparedFeatures, a: int, b: int) -> Tensor:
+def _distance_rows(stage: str, prepared: distances.PreparedFeatures, a: int, b: int, loops: str) -> Tensor:
     """The dissimilarity stage: candidate dissimilarities d (b − a, n − 1) of reference rows [a, b)."""
     if stage == "triton":
         from .stages.triton_distances import triton_candidate_rows
 
         return triton_candidate_rows(prepared, a, b)
-    return distances.candidate_rows(prepared, a, b)
+    return distances.candidate_rows(prepared, a, b, loops)
 
 
 class Stages(NamedTuple):
@@ -72,6 +72,7 @@ class Stages(NamedTuple):
     tile_rows: int
     bins: int | None
     fast_sigmoid: bool
+    loops: str
 
     def blocks(self, start: int, end: int) -> Iterator[tuple[int, int]]:
         """The pipeline's blocks [a, b) of reference rows [start, end)."""
@@ -80,7 +81,7 @@ class Stages(NamedTuple):
     def ranks(self, d: Tensor, factor: Tensor) -> Tensor:
         """Soft ranks (c, w) of candidate rows d with per-row factors."""
         if self.rank_stage == "binned":
-            return binned_ranks(d, factor, self.bins)
+            return binned_ranks(d, factor, self.bins, self.loops)
         if self.rank_stage == "triton":
             from .stages.triton_ranks import triton_ranks
 
@@ -90,7 +91,7 @@ class Stages(NamedTuple):
     def ranks_backward(self, d: Tensor, factor: Tensor, grad_ranks: Tensor) -> Tensor:
         """∂L/∂y (c, w), y = factor·d, from ∂L/∂R."""
         if self.rank_stage == "binned":
-            return binned_ranks_backward(d, factor, grad_ranks, self.bins)
+            return binned_ranks_backward(d, factor, grad_ranks, self.bins, self.loops)
         if self.rank_stage == "triton":
             from .stages.triton_ranks import triton_ranks_backward
 
@@ -99,8 +100,8 @@ class Stages(NamedTuple):
 
     def side(self, prepared: distances.PreparedFeatures, a: int, b: int) -> tuple[Tensor, RowScale]:
         """One side's candidate dissimilarities of rows [a, b) and their row scale."""
-        d = _distance_rows(self.distance_stage, prepared, a, b)
-        return d, row_scale(d, self.tau, self.normalize, prepared.distance_exponent)
+        d = _distance_rows(self.distance_stage, prepared, a, b, self.loops)
+        return d, row_scale(d, self.tau, self.normalize, prepared.distance_exponent, self.loops)
 
     def side_ranks(self, d: Tensor, scale: RowScale, hard: bool) -> Tensor:
         """Ranks of one side's rows: exact average ranks if ``hard``, else the rank stage's soft ranks."""
@@ -111,7 +112,7 @@ class Stages(NamedTuple):
     ) -> None:
         """Add one side's ∂L/∂(prepared features) of rows [a, a + c) to ``out`` (n, p) float64."""
         grad_d = row_scale_backward(d, scale, self.ranks_backward(d, scale.factor, grad_ranks))
-        distances.accumulate_gradient(prepared, a, d, grad_d, out)
+        distances.accumulate_gradient(prepared, a, d, grad_d, out, self.loops)
 
 
 def _poison(*prepared: distances.PreparedFeatures) -> Tensor:
@@ -176,6 +177,7 @@ def coherence_loss(
     tile_rows: int,
     bins: int | None,
     fast_sigmoid: bool,
+    loops: str,
     discrepancy_kind: str,
     hard_teacher: bool,
     row_start: int,
@@ -184,7 +186,9 @@ def coherence_loss(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Per-reference losses ℓ (row_end − row_start,) of student (n, p) and teacher (n, q) features, and
     both sides' ranks (m, n − 1) when ``save_ranks`` (else (0, n − 1) placeholders) for the backward."""
-    stages = Stages(tau, dissimilarity, normalize, distance_stage, rank_stage, block_rows, tile_rows, bins, fast_sigmoid)
+    stages = Stages(
+        tau, dissimilarity, normalize, distance_stage, rank_stage, block_rows, tile_rows, bins, fast_sigmoid, loops
+    )
     ps, pt = distances.prepare(student, dissimilarity), distances.prepare(teacher, dissimilarity)
     m, w = row_end - row_start, student.shape[0] - 1
     kept = m if save_ranks else 0
@@ -205,7 +209,7 @@ def coherence_loss(
 @coherence_loss.register_fake
 def _(
     student: Tensor, teacher: Tensor, tau: float, dissimilarity: str, normalize: str, distance_stage: str,
-    rank_stage: str, block_rows: int, tile_rows: int, bins: int | None, fast_sigmoid: bool, discrepancy_kind: str,
+    rank_stage: str, block_rows: int, tile_rows: int, bins: int | None, fast_sigmoid: bool, loops: str, discrepancy_kind: str,
     hard_teacher: bool, row_start: int, row_end: int, save_ranks: bool,
 ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     m = row_end - row_start
@@ -230,6 +234,7 @@ def coherence_loss_backward(
     tile_rows: int,
     bins: int | None,
     fast_sigmoid: bool,
+    loops: str,
     discrepancy_kind: str,
     hard_teacher: bool,
     row_start: int,
@@ -239,7 +244,9 @@ def coherence_loss_backward(
     teacher_grad: bool,
 ) -> tuple[Tensor, Tensor]:
     """(∂L/∂student, ∂L/∂teacher) for ∂L/∂ℓ = grad_losses; an empty tensor for a side not asked for."""
-    stages = Stages(tau, dissimilarity, normalize, distance_stage, rank_stage, block_rows, tile_rows, bins, fast_sigmoid)
+    stages = Stages(
+        tau, dissimilarity, normalize, distance_stage, rank_stage, block_rows, tile_rows, bins, fast_sigmoid, loops
+    )
     ps, pt = distances.prepare(student, dissimilarity), distances.prepare(teacher, dissimilarity)
     teacher_grad = teacher_grad and not hard_teacher
     g, exponent = _power_of_two_scale(grad_losses)
@@ -248,16 +255,18 @@ def coherence_loss_backward(
     out_t = torch.zeros(pt.features.shape, dtype=torch.float64, device=teacher.device) if teacher_grad else None
     for a, b in stages.blocks(row_start, row_end):
         ds, scale_s = stages.side(ps, a, b)
-        dt, scale_t = stages.side(pt, a, b)
+        # The teacher's dissimilarities are needed for its own gradient, or to recompute its ranks.
+        teacher_rows = stages.side(pt, a, b) if out_t is not None or not save_ranks else None
         if save_ranks:
             rs, rt = ranks_s[a - row_start : b - row_start], ranks_t[a - row_start : b - row_start]
         else:
-            rs, rt = stages.side_ranks(ds, scale_s, False), stages.side_ranks(dt, scale_t, hard_teacher)
+            assert teacher_rows is not None
+            rs, rt = stages.side_ranks(ds, scale_s, False), stages.side_ranks(*teacher_rows, hard_teacher)
         grad_rs, grad_rt = discrepancy_backward(rs, rt, g[a - row_start : b - row_start], discrepancy_kind)
         if out_s is not None:
             stages.side_backward(ps, a, ds, scale_s, grad_rs, out_s)
-        if out_t is not None:
-            stages.side_backward(pt, a, dt, scale_t, grad_rt, out_t)
+        if out_t is not None and teacher_rows is not None:
+            stages.side_backward(pt, a, *teacher_rows, grad_rt, out_t)
     poison = _poison(ps, pt)
     return (
         _features_gradient(out_s, exponent - ps.exponent, student, poison),
@@ -269,7 +278,7 @@ def coherence_loss_backward(
 def _(
     grad_losses: Tensor, student: Tensor, teacher: Tensor, ranks_s: Tensor, ranks_t: Tensor, tau: float,
     dissimilarity: str, normalize: str, distance_stage: str, rank_stage: str, block_rows: int, tile_rows: int,
-    bins: int | None, fast_sigmoid: bool, discrepancy_kind: str, hard_teacher: bool, row_start: int, row_end: int,
+    bins: int | None, fast_sigmoid: bool, loops: str, discrepancy_kind: str, hard_teacher: bool, row_start: int, row_end: int,
     save_ranks: bool, student_grad: bool, teacher_grad: bool,
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
     s = torch.empty_like(student) if student_grad else student.new_empty(0)
@@ -300,7 +309,7 @@ coherence_loss.register_autograd(_coherence_loss_grad, setup_context=_coherence_
 def _stage_arguments(options: LossOptions, plan: ExecutionPlan, dissimilarity: str) -> tuple:
     return (
         options.tau, dissimilarity, options.normalize, plan.distance_stage, plan.rank_stage, plan.block_rows,
-        plan.tile_rows, plan.bins, plan.fast_sigmoid,
+        plan.tile_rows, plan.bins, plan.fast_sigmoid, plan.loops,
     )  # fmt: skip
 
 
@@ -330,10 +339,13 @@ def _rank_matrix(
     tile_rows: int,
     bins: int | None,
     fast_sigmoid: bool,
+    loops: str,
     hard: bool,
 ) -> Tensor:
     """(n, n) ranks of features x (n, d), zero on the diagonal."""
-    stages = Stages(tau, dissimilarity, normalize, distance_stage, rank_stage, block_rows, tile_rows, bins, fast_sigmoid)
+    stages = Stages(
+        tau, dissimilarity, normalize, distance_stage, rank_stage, block_rows, tile_rows, bins, fast_sigmoid, loops
+    )
     prepared = distances.prepare(x, dissimilarity)
     n = x.shape[0]
     out = x.new_empty((n, n))
@@ -346,7 +358,7 @@ def _rank_matrix(
 @_rank_matrix.register_fake
 def _(
     x: Tensor, tau: float, dissimilarity: str, normalize: str, distance_stage: str, rank_stage: str, block_rows: int,
-    tile_rows: int, bins: int | None, fast_sigmoid: bool, hard: bool,
+    tile_rows: int, bins: int | None, fast_sigmoid: bool, loops: str, hard: bool,
 ) -> Tensor:  # fmt: skip
     return x.new_empty((x.shape[0], x.shape[0]))
 
@@ -364,9 +376,12 @@ def _rank_matrix_backward(
     tile_rows: int,
     bins: int | None,
     fast_sigmoid: bool,
+    loops: str,
 ) -> Tensor:
     """∂L/∂x (n, d) for ∂L/∂R = grad (n, n) of the soft ranks."""
-    stages = Stages(tau, dissimilarity, normalize, distance_stage, rank_stage, block_rows, tile_rows, bins, fast_sigmoid)
+    stages = Stages(
+        tau, dissimilarity, normalize, distance_stage, rank_stage, block_rows, tile_rows, bins, fast_sigmoid, loops
+    )
     prepared = distances.prepare(x, dissimilarity)
     g, exponent = _power_of_two_scale(grad)
     g = g.to(x.dtype)
@@ -380,7 +395,7 @@ def _rank_matrix_backward(
 @_rank_matrix_backward.register_fake
 def _(
     grad: Tensor, x: Tensor, tau: float, dissimilarity: str, normalize: str, distance_stage: str, rank_stage: str,
-    block_rows: int, tile_rows: int, bins: int | None, fast_sigmoid: bool,
+    block_rows: int, tile_rows: int, bins: int | None, fast_sigmoid: bool, loops: str,
 ) -> Tensor:  # fmt: skip
     return torch.empty_like(x)
 
@@ -412,40 +427,42 @@ def rank_matrix(x: Tensor, options: LossOptions, plan: ExecutionPlan, hard: bool
 
 
 @torch.library.custom_op("pc_kernels::dissimilarity_matrix", mutates_args=())
-def _dissimilarity_matrix(x: Tensor, kind: str, distance_stage: str, block_rows: int) -> Tensor:
+def _dissimilarity_matrix(x: Tensor, kind: str, distance_stage: str, block_rows: int, loops: str) -> Tensor:
     """(n, n) dissimilarities δ(x_i, x_j) of features x (n, d), zero on the diagonal; NaN in the rows and
     columns of samples with a non-finite feature."""
     prepared = distances.prepare(x, kind)
     n = x.shape[0]
     out = x.new_empty((n, n))
     for a, b in _blocks(0, n, block_rows):
-        d = torch.ldexp(_distance_rows(distance_stage, prepared, a, b).to(torch.float64), prepared.distance_exponent)
+        d = torch.ldexp(_distance_rows(distance_stage, prepared, a, b, loops).to(torch.float64), prepared.distance_exponent)
         out[a:b] = insert_diagonal(d.to(x.dtype), a)
     bad = ~torch.isfinite(x).all(dim=1)
     return out.masked_fill_(bad[:, None] | bad[None, :], torch.nan)
 
 
 @_dissimilarity_matrix.register_fake
-def _(x: Tensor, kind: str, distance_stage: str, block_rows: int) -> Tensor:
+def _(x: Tensor, kind: str, distance_stage: str, block_rows: int, loops: str) -> Tensor:
     return x.new_empty((x.shape[0], x.shape[0]))
 
 
 @torch.library.custom_op("pc_kernels::dissimilarity_matrix_backward", mutates_args=())
-def _dissimilarity_matrix_backward(grad: Tensor, x: Tensor, kind: str, distance_stage: str, block_rows: int) -> Tensor:
+def _dissimilarity_matrix_backward(
+    grad: Tensor, x: Tensor, kind: str, distance_stage: str, block_rows: int, loops: str
+) -> Tensor:
     """∂L/∂x (n, d) for ∂L/∂D = grad (n, n)."""
     prepared = distances.prepare(x, kind)
     g, exponent = _power_of_two_scale(grad)
     g = g.to(x.dtype)
     out = torch.zeros(prepared.features.shape, dtype=torch.float64, device=x.device)
     for a, b in _blocks(0, x.shape[0], block_rows):
-        d = _distance_rows(distance_stage, prepared, a, b)
-        distances.accumulate_gradient(prepared, a, d, drop_diagonal(g[a:b], a), out)
+        d = _distance_rows(distance_stage, prepared, a, b, loops)
+        distances.accumulate_gradient(prepared, a, d, drop_diagonal(g[a:b], a), out, loops)
     exponent = exponent + prepared.distance_exponent - prepared.exponent
     return _features_gradient(out, exponent, x, _poison(prepared))
 
 
 @_dissimilarity_matrix_backward.register_fake
-def _(grad: Tensor, x: Tensor, kind: str, distance_stage: str, block_rows: int) -> Tensor:
+def _(grad: Tensor, x: Tensor, kind: str, distance_stage: str, block_rows: int, loops: str) -> Tensor:
     return torch.empty_like(x)
 
 
@@ -457,7 +474,7 @@ def _dissimilarity_matrix_setup(ctx, inputs: tuple, output: Tensor) -> None:  # 
 def _dissimilarity_matrix_grad(ctx, grad: Tensor) -> tuple:  # type: ignore[no-untyped-def]
     (x,) = ctx.saved_tensors
     grad_x = _dissimilarity_matrix_backward(grad, x, *ctx.settings)
-    return (_first_order_only(grad_x, f"'{ctx.settings[1]}' dissimilarity stage", (grad, x)), None, None, None)
+    return (_first_order_only(grad_x, f"'{ctx.settings[1]}' dissimilarity stage", (grad, x)), None, None, None, None)
 
 
 _dissimilarity_matrix.register_autograd(_dissimilarity_matrix_grad, setup_context=_dissimilarity_matrix_setup)
@@ -465,4 +482,4 @@ _dissimilarity_matrix.register_autograd(_dissimilarity_matrix_grad, setup_contex
 
 def dissimilarity_matrix(x: Tensor, kind: str, plan: ExecutionPlan) -> Tensor:
     """(n, n) dissimilarities of features x (n, d) by the plan's dissimilarity stage."""
-    return _dissimilarity_matrix(x, kind, plan.distance_stage, plan.block_rows)
+    return _dissimilarity_matrix(x, kind, plan.distance_stage, plan.block_rows, plan.loops)

@@ -17,6 +17,8 @@ and the reference's memory limit. This module is the only code that reads enviro
                                         512 MiB on CUDA)
     PC_KERNELS_REFERENCE_MEMORY_LIMIT   largest n³ working memory of backend="reference" (default 4 GiB)
     PC_KERNELS_FAST_SIGMOID=1           tanh.approx sigmoid in the Triton rank stage (float32 CUDA)
+    PC_KERNELS_CPU_LOOPS=torch          plain torch operations on CPU even when numba is installed
+                                        (default: numba's compiled loops where a stage has them)
     TRITON_INTERPRET=1                  the Triton backend may run on CPU tensors, under the interpreter
 """
 
@@ -33,8 +35,9 @@ import torch
 from .options import BACKENDS, LossOptions
 from .stages.dense_ranks import strip_width
 
-# Installed, looked up without importing triton (importing it is slow and must follow TRITON_INTERPRET).
+# Installed, looked up without importing them (importing triton is slow and must follow TRITON_INTERPRET).
 _TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
+_NUMBA_INSTALLED = importlib.util.find_spec("numba") is not None
 
 WORKSPACE_BYTES = {"cpu": 8 * 2**20, "cuda": 512 * 2**20}
 # Temporaries of one pipeline block: small on CPU, where blocks that stay in cache are fastest.
@@ -133,6 +136,8 @@ class ExecutionPlan:
         save_ranks: whether both sides' ranks are kept for the backward (else each block is recomputed).
         fast_sigmoid: the tanh.approx sigmoid of the Triton rank stage.
         bins: grid nodes per row of algorithm="binned" (None: automatic).
+        loops: "numba" (CPU tensors with numba installed: compiled loops for the distance epilogue and
+            backward weights and the binned grid) or "torch".
     """
 
     backend: str
@@ -145,6 +150,7 @@ class ExecutionPlan:
     save_ranks: bool
     fast_sigmoid: bool
     bins: int | None
+    loops: str
 
     def describe(self) -> str:
         """A one-line summary, e.g. for logs."""
@@ -152,7 +158,7 @@ class ExecutionPlan:
         return (
             f"backend={self.backend!r} algorithm={self.algorithm!r} stages={self.distance_stage}+{self.rank_stage} "
             f"rows=[{start}, {end}) block_rows={self.block_rows} save_ranks={self.save_ranks} "
-            f"fast_sigmoid={self.fast_sigmoid}"
+            f"fast_sigmoid={self.fast_sigmoid} loops={self.loops}"
         )
 
 
@@ -168,7 +174,9 @@ def _reference_plan(
             "(any device) or backend='triton' (CUDA), which never build n³ tensors"
         )
     rows = options.row_range(n)
-    return ExecutionPlan("reference", "dense", "reference", "reference", rows, rows[1] - rows[0], 1, True, False, None)
+    return ExecutionPlan(
+        "reference", "dense", "reference", "reference", rows, rows[1] - rows[0], 1, True, False, None, "torch"
+    )
 
 
 def resolve_plan(
@@ -220,4 +228,12 @@ def resolve_plan(
         save_ranks=save_ranks,
         fast_sigmoid=fast and environ.get("PC_KERNELS_FAST_SIGMOID") == "1",
         bins=options.bins,
+        loops=_loops(device, environ),
     )
+
+
+def _loops(device: torch.device, environ: Mapping[str, str]) -> str:
+    choice = environ.get("PC_KERNELS_CPU_LOOPS", "numba")
+    if choice not in ("numba", "torch"):
+        raise ValueError(f"PC_KERNELS_CPU_LOOPS must be 'numba' or 'torch'; got {choice!r}")
+    return "numba" if choice == "numba" and device.type == "cpu" and _NUMBA_INSTALLED else "torch"

@@ -1,7 +1,7 @@
 """The binned rank stage (``algorithm="binned"``): each row's sigmoid sums as a 1-D convolution on a grid.
 
 Row r of candidate dissimilarities d (m, w) with factor c gives the points y_j = c·d_j, in units of τ
-(``row_scale.py``). With K(u) = σ(u) − ½ = ½ tanh(u/2), odd, so that its k = j term vanishes:
+(``row_scale.py``). With K(u) = σ(u) − ½ = ½ tanh(u/2), odd and smooth, so that its k = j term vanishes:
 
     R_j = ½ + 1/(w−1) Σ_k K(y_j − y_k)
 
@@ -10,24 +10,30 @@ and SPEC's backward, with K'(u) = σ'(u) = σ(u) σ(−u):
     ∂L/∂y_j = (G_j A_j − B_j) / (w − 1),   A_j = Σ_k K'(y_j − y_k),   B_j = Σ_k K'(y_j − y_k) G_k
 
 (the k = j terms of A and B cancel in G_j A_j − B_j, so they are kept). Every such sum
-Σ_k c_k K(y_j − y_k) is a kernel sum, computed for all j of a row in O(w + L log L) on a grid
-z_a = lo + a·h, a = 0 … B − 1, instead of the dense O(w²):
+Σ_k c_k K(y_j − y_k) is a kernel sum, computed for all j of a row in O(w + L log L) on a grid of
+spacing h instead of the dense O(w²), with the four-point (cubic) Lagrange basis ℓ_s(f), s = −1 … 2, on
+the nodes around each point (a point at grid coordinate u lies between nodes a = ⌊u⌋ and a + 1, f = u − a):
 
-    1. deposit   point k at u = (y_k − lo)/h, a = ⌊u⌋, f = u − a puts c_k (1 − f) on node a and
-                 c_k f on node a + 1 (cloud-in-cell);
+    1. deposit   point k puts c_k ℓ_s(f_k) on node a_k + s;
     2. convolve  M_a = Σ_b m_b K((a − b) h) for every node;
-    3. read      the sum at y_j is (1 − f_j) M_{a_j} + f_j M_{a_j + 1}.
+    3. read      the sum at y_j is Σ_s ℓ_s(f_j) M_{a_j + s}.
 
-The three steps are the bilinear interpolation of K(y − y') between grid nodes, so each pair's term
-is off by at most (h²/4)·max|K''|: the normalized soft ranks are within RANK_ERROR_CONSTANT·h² of the
-dense ones, RANK_ERROR_CONSTANT = max|σ''|/4 = 1/(24√3), and A_j/(w−1) within max|σ'''|/4·h² = h²/32.
-Automatic grids use h = AUTOMATIC_SPACING = sqrt(RANK_TOLERANCE / RANK_ERROR_CONSTANT), the same for
-every row, so a row's result depends only on that row (not on which rows share its batch, block or
-process). With ``bins`` = B, each row's grid spans its (gap-closed) spread with B nodes.
+The three steps are the tensor-product cubic interpolation of F(x, y) = K(x − y) between grid nodes. In
+one variable the interpolation error is at most E·h⁴·max|f''''|, E = max_t |(t+1) t (t−1)(t−2)| / 4! = 3/128,
+and the basis' Lebesgue constant is Λ = 5/4, so each pair's term is off by at most
+(1 + Λ)·E·h⁴·max|K''''| = (27/512)·max|σ''''|·h⁴ = RANK_ERROR_CONSTANT·h⁴ (max|σ''''| = 0.1276839…, where
+σ(1 − σ)(1 − 2σ)(1 − 12σ + 12σ²) peaks), and each term of A by (27/512)·max|σ'''''|·h⁴ =
+SLOPE_ERROR_CONSTANT·h⁴ (max|σ'''''| = 1/4, at 0). A row's sum has w such terms (its own included) over
+w − 1, so the normalized soft ranks are within RANK_ERROR_CONSTANT·h⁴·w/(w − 1) of the dense ones, and
+the rank gradient ∂L/∂y_j within (|G_j| + max_k |G_k|)·SLOPE_ERROR_CONSTANT·h⁴·w/(w − 1). The automatic
+grid takes the h that makes the rank bound RANK_TOLERANCE for the batch's w (``automatic_spacing``):
+the same h for every row, so a row's result depends only on that row and n, not on which rows share
+its batch, block or process. With ``bins`` = B, each row's grid spans its (gap-closed) spread with B
+nodes (plus one margin node on each side for the basis).
 
-Step 2 splits K = ½ sign + (K − ½ sign) at the nodes: the sign part is exact, from prefix sums of the
-masses; the rest, −sign(u) σ(−|u|), and K' decay like e^(−|u|), so an FFT of length
-L >= B + SATURATION/h (zero padded, rounded up to a power of two) convolves them with a wrap-around
+Step 2 splits K = ½ sign + (K − ½ sign) at the nodes: the sign part is exact, from int64 prefix sums of
+the masses; the rest, −sign(u) σ(−|u|), and K' decay like e^(−|u|), so an FFT of length
+L >= nodes + SATURATION/h (zero padded, rounded up to a power of two) convolves them with a wrap-around
 error below e^(−SATURATION) per pair.
 
 Gaps: for the same reason, every gap between consecutive values of a row wider than SATURATION is
@@ -42,112 +48,174 @@ row's total fits), and integer sums do not depend on the order of the additions.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 
 from ..options import MAX_BINS
 
-# max|σ''|/4 = 1/(24√3): bound on the normalized soft rank error per h² (module docstring).
-RANK_ERROR_CONSTANT = 1.0 / (24.0 * math.sqrt(3.0))
+# (27/512)·max|σ''''| and (27/512)·max|σ'''''|: bounds on one pair's term per h⁴ (module docstring).
+RANK_ERROR_CONSTANT = 27.0 / 512.0 * 0.12768392196780176
+SLOPE_ERROR_CONSTANT = 27.0 / 512.0 * 0.25
 # Bound on the normalized soft rank error met by the automatic grid.
 RANK_TOLERANCE = 1e-5
-# Grid spacing (units of τ) of the automatic grid: its error bound RANK_ERROR_CONSTANT·h² is RANK_TOLERANCE.
-AUTOMATIC_SPACING = math.sqrt(RANK_TOLERANCE / RANK_ERROR_CONSTANT)
 # Kernel tails beyond SATURATION are dropped, and wider gaps shortened to it (e^(−30) ≈ 1e-13).
 SATURATION = 30.0
 # Bits of the int64 fixed-point deposits left for the values (the rest absorbs the row's sum).
 _FIXED_POINT_BITS = 61
 
 
-def _offsets(d: torch.Tensor, factor: torch.Tensor, bins: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Offsets y − min y (float64, (m, w)) of each row's points y = c·d, with every gap wider than
-    SATURATION shortened to SATURATION (module docstring), and each row's spread (m, 1).
-
-    Gaps are left alone while no row spans more than 2·SATURATION, or (automatic grids) while the
-    grid stays below 2 w nodes: closing them then saves less than the sort costs."""
-    d64 = d.to(torch.float64)
-    c = factor.to(torch.float64)[:, None]
-    low, high = torch.aminmax(d64, dim=1, keepdim=True)
-    spreads = (high - low) * c
-    spread = spreads.max().item()
-    if spread <= 2.0 * SATURATION or (bins is None and spread <= 2 * d.shape[1] * AUTOMATIC_SPACING):
-        return (d64 - low).mul_(c), spreads
-    ordered, order = d64.sort(dim=1)
-    # Differences first, then the factor: a gap c·Δ that overflows is inf, shortened like any other.
-    gaps = torch.diff(ordered, dim=1).mul_(c).clamp_(max=SATURATION)
-    positions = torch.cat((torch.zeros_like(spreads), gaps.cumsum_(dim=1)), dim=1)
-    return torch.empty_like(d64).scatter_(1, order, positions), positions[:, -1:]
+def automatic_spacing(w: int) -> float:
+    """Grid spacing h (units of τ) of the automatic grid for rows of w candidates: the h with
+    RANK_ERROR_CONSTANT·h⁴·w/(w − 1) = RANK_TOLERANCE."""
+    return (RANK_TOLERANCE * (w - 1) / (w * RANK_ERROR_CONSTANT)) ** 0.25
 
 
-def _grid_size(spread: torch.Tensor, bins: int | None) -> tuple[torch.Tensor, int]:
-    """Grid spacing h (a scalar tensor, or (m, 1) per row) and node count B for rows of spreads (m, 1)."""
-    if bins is not None:
-        return torch.where(spread > 0, spread, torch.ones_like(spread)) / (bins - 1), bins
-    nodes = math.ceil(spread.max().item() / AUTOMATIC_SPACING) + 1
-    if nodes > MAX_BINS:
-        raise ValueError(
-            f"algorithm='binned' needs {nodes} bins per row here (more than {MAX_BINS}) for its error bound "
-            f"{RANK_TOLERANCE}: the rows' values are spread over {spread.max().item():.4g}·tau even after "
-            f"closing gaps; pass bins= to choose fewer (error bound {RANK_ERROR_CONSTANT:.4f}·(h/tau)², "
-            "h = row spread / (bins − 1)), use a larger tau, or algorithm='dense'"
+def lagrange_weights(fraction: torch.Tensor) -> torch.Tensor:
+    """The cubic Lagrange basis ℓ_{−1}, ℓ_0, ℓ_1, ℓ_2 at positions f ∈ [0, 1] between nodes 0 and 1: (4, *f.shape)."""
+    f = fraction
+    return torch.stack(
+        (
+            -f * (f - 1.0) * (f - 2.0) / 6.0,
+            (f + 1.0) * (f - 1.0) * (f - 2.0) / 2.0,
+            -(f + 1.0) * f * (f - 2.0) / 2.0,
+            (f + 1.0) * f * (f - 1.0) / 6.0,
         )
-    return torch.tensor(AUTOMATIC_SPACING, dtype=spread.dtype, device=spread.device), max(2, nodes)
+    )
+
+
+def _closed_offsets(d: torch.Tensor, factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Offsets y − min y (float64, (m, w)) of each row's points y = c·d with every gap wider than
+    SATURATION shortened to SATURATION (module docstring), and each row's spread (m,), by sorting."""
+    ordered, order = d.to(torch.float64).sort(dim=1)
+    # Differences first, then the factor: a gap c·Δ that overflows is inf, shortened like any other.
+    gaps = torch.diff(ordered, dim=1).mul_(factor[:, None]).clamp_(max=SATURATION)
+    positions = torch.cat((gaps.new_zeros((d.shape[0], 1)), gaps.cumsum_(dim=1)), dim=1)
+    return torch.empty_like(positions).scatter_(1, order, positions), positions[:, -1]
 
 
 class Grid:
-    """Where each point of m rows of w points falls on a grid of ``nodes`` nodes per row.
+    """The grid of m rows of w points y = c·d: each row's origin, spacing and node count, and where its
+    points fall (``positions``), with the three steps of the module docstring (``kernel_sums``).
 
-    ``node`` (m, w) is the left node a (0 … nodes − 2), ``fraction`` (m, w) the position f ∈ [0, 1]
-    between a and a + 1 (float64), ``spacing`` the grid step h: a scalar tensor, or (m, 1) per row.
-    ``length`` is the FFT length L (module docstring).
+    A point's grid coordinate is u = (y − min y)/h + 1, between node a = ⌊u⌋ (clamped to 1 … nodes − 3, so
+    that a − 1 … a + 2 are nodes) and a + 1: u = (d − min d)·(c/h) + 1, or, for rows whose gaps were closed,
+    u = offsets·(1/h) + 1 from the stored ``offsets``. ``spacing`` is h per row (m,); ``length`` the FFT
+    length L. With ``loops="numba"`` the deposit and read-back run as compiled loops (``numba_loops.py``).
     """
 
-    def __init__(self, d: torch.Tensor, factor: torch.Tensor, bins: int | None):
-        offsets, spread = _offsets(d, factor, bins)
-        self.spacing, self.nodes = _grid_size(spread, bins)
-        u = offsets.div_(self.spacing).clamp_(0.0, self.nodes - 1)
-        node = torch.floor(u).clamp_max_(self.nodes - 2)
-        self.node, self.fraction = node.long(), u.sub_(node)
-        reach = min(self.nodes - 1, math.ceil(SATURATION / self.spacing.min().item()))
-        self.length = 1 << (self.nodes + reach - 1).bit_length()
+    def __init__(self, d: torch.Tensor, factor: torch.Tensor, bins: int | None, loops: str):
+        w = d.shape[1]
+        self.d, self.loops = d, loops
+        self.factor = factor.to(torch.float64)
+        if loops == "numba":
+            from .numba_loops import row_extremes
+
+            low, high = torch.empty((2, d.shape[0]), dtype=torch.float64)
+            row_extremes(d.numpy(), low.numpy(), high.numpy())
+        else:
+            low, high = (t.to(torch.float64) for t in torch.aminmax(d, dim=1))
+        self.low = low
+        spread = (high - low) * self.factor
+        automatic = automatic_spacing(w)
+        # Closing gaps pays off only once the automatic grid would hold several nodes per point.
+        gap_free = 2.0 * SATURATION if bins is not None else max(2.0 * SATURATION, 4 * w * automatic)
+        self.offsets: torch.Tensor | None = None
+        if spread.max().item() > gap_free:
+            self.offsets, spread = _closed_offsets(d, self.factor)
+        if bins is not None:
+            self.spacing = torch.where(spread > 0, spread, torch.ones_like(spread)) / (bins - 1)
+            interior = bins
+        else:
+            interior = math.ceil(spread.max().item() / automatic) + 1
+            if interior > MAX_BINS:
+                raise ValueError(
+                    f"algorithm='binned' needs {interior} bins per row here (more than {MAX_BINS}) for its error "
+                    f"bound {RANK_TOLERANCE}: the rows' values are spread over {spread.max().item():.4g}·tau even "
+                    f"after closing gaps; pass bins= to choose fewer (error bound {RANK_ERROR_CONSTANT:.4g}·h⁴ per "
+                    "pair, h = row spread / (bins − 1) in units of tau), use a larger tau, or algorithm='dense'"
+                )
+            self.spacing = torch.full_like(spread, automatic)
+        self.uniform = bins is None
+        self.nodes = max(interior, 2) + 2
+        reach = math.ceil(SATURATION / self.spacing.min().item())
+        self.length = 1 << (self.nodes + min(reach, self.nodes) - 1).bit_length()
+
+    @property
+    def per_node(self) -> torch.Tensor:
+        """(m,) float64: grid coordinates per unit of d (c/h), or of the stored offsets (1/h)."""
+        return (self.factor if self.offsets is None else torch.ones_like(self.factor)) / self.spacing
+
+    @functools.cached_property
+    def positions(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(node a (m, w) int64, cubic Lagrange weights (4, m, w) float64) of every point."""
+        offsets = self.offsets if self.offsets is not None else self.d.to(torch.float64) - self.low[:, None]
+        u = offsets.mul(self.per_node[:, None]).add_(1.0)
+        node = torch.floor(u).clamp_(1, self.nodes - 3)
+        return node.long(), lagrange_weights(u.sub_(node))
 
     def spectrum(self, derivative: bool) -> torch.Tensor:
-        """rfft of K − ½ sign (``derivative``: K') sampled at the circular node offsets: (1 or m, L/2 + 1)."""
-        steps = torch.arange(self.length, dtype=torch.float64, device=self.node.device)
+        """rfft of K − ½ sign (``derivative``: K') sampled at the circular node offsets: (m, L/2 + 1), or
+        (1, L/2 + 1) for the automatic grid, whose spacing every row shares."""
+        steps = torch.arange(self.length, dtype=torch.float64, device=self.d.device)
         steps = torch.where(steps <= self.length // 2, steps, steps - self.length)
-        tail = torch.sigmoid(-steps.abs() * self.spacing.reshape(-1, 1))
+        spacing = self.spacing[:1] if self.uniform else self.spacing
+        tail = torch.sigmoid(-steps.abs() * spacing[:, None])
         kernel = tail * (1.0 - tail) if derivative else -torch.sign(steps) * tail
         return torch.fft.rfft(kernel, n=self.length)
 
+    def _loop_arguments(self) -> tuple:
+        offsets = self.offsets if self.offsets is not None else self.low.new_empty((1, 1))
+        arrays = (self.d, self.low, self.per_node, offsets)
+        return (*(t.numpy() for t in arrays), self.offsets is None)
+
     def _deposit(self, weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Node masses of s weight sets (s, m, w) (None: one set of ones) in int64 fixed point
-        (s, m, nodes), with the float64 scale (s, m, 1) that turns them back into masses."""
-        headroom = _FIXED_POINT_BITS - math.ceil(math.log2(self.node.shape[1] + 1))
-        if weights is None:
-            scale = torch.full((1, 1, 1), 2.0**headroom, dtype=torch.float64, device=self.node.device)
-            right = torch.round(self.fraction * scale[0]).long()[None]
-            left = (1 << headroom) - right
-        else:
-            weights = weights.to(torch.float64)
-            scale = weights.abs().amax(dim=2, keepdim=True)
-            scale = torch.where(scale > 0, (2.0**headroom) / scale, torch.ones_like(scale))
-            scaled = weights * scale
-            right = torch.round(scaled * self.fraction).long()
-            left = torch.round(scaled).long().sub_(right)
-        fixed = torch.zeros((left.shape[0], self.node.shape[0], self.nodes), dtype=torch.int64, device=left.device)
-        index = self.node.expand(left.shape[0], -1, -1)
-        fixed.scatter_add_(2, index, left)
-        fixed[..., 1:].scatter_add_(2, index, right)
+        """Node masses in int64 fixed point (s, m, nodes) of the weight sets: ones, then, if given, the
+        weights (m, w); with the float64 scale (s, m, 1) that turns them back into masses."""
+        m, w = self.d.shape
+        # |Σ_k c_k ℓ_s| <= Λ·w·max|c|, Λ = 5/4; prefix sums stay within the same bound.
+        unit = 2.0 ** (_FIXED_POINT_BITS - math.ceil(math.log2(2 * w + 2)))
+        scale = torch.full((1 if weights is None else 2, m, 1), unit, dtype=torch.float64, device=self.d.device)
+        if weights is not None:
+            if self.loops == "numba":
+                from .numba_loops import row_largest
+
+                largest = torch.empty(m, dtype=torch.float64)
+                row_largest(weights.numpy(), largest.numpy())
+            else:
+                largest = weights.abs().amax(dim=1).to(torch.float64)
+            scale[1, :, 0] = torch.where(largest > 0, unit / largest, 1.0)
+        fixed = torch.zeros((scale.shape[0], m, self.nodes), dtype=torch.int64, device=self.d.device)
+        if self.loops == "numba":
+            from .numba_loops import deposit
+
+            values = (weights if weights is not None else self.d)[None]
+            deposit(*self._loop_arguments(), values.numpy(), scale[..., 0].numpy(), fixed.numpy())
+            return fixed, scale
+        node, basis = self.positions
+        values = scale if weights is None else torch.stack((torch.ones_like(weights), weights)).to(torch.float64) * scale
+        taps = torch.round(values * basis[:, None]).long()  # (4, s, m, w)
+        # Each point's taps sum exactly to its rounded weight: node a gets the remainder.
+        taps[1] = torch.round(values).long().expand_as(taps[1]) - taps[0] - taps[2] - taps[3]
+        index = node.expand(scale.shape[0], -1, -1)
+        for s in range(4):
+            fixed[..., s : self.nodes - 3 + s].scatter_add_(2, index - 1, taps[s])
         return fixed, scale
 
     def kernel_sums(self, weights: torch.Tensor | None, derivative: bool) -> torch.Tensor:
-        """Σ_k c_k K(y_j − y_k) (``derivative``: K') at every point, float64 (s, m, w), for weight sets
-        c (s, m, w) (None: ones)."""
+        """Σ_k c_k K(y_j − y_k) (``derivative``: K') at every point, float64 (s, m, w), for the weight sets
+        c of ``_deposit``: ones, then, if given, the weights (m, w)."""
         fixed, scale = self._deposit(weights)
         masses = fixed.to(torch.float64).div_(scale)
-        spectrum = self.spectrum(derivative)
-        smoothed = torch.fft.irfft(torch.fft.rfft(masses, n=self.length).mul_(spectrum), n=self.length)
+        smoothed = torch.fft.irfft(torch.fft.rfft(masses, n=self.length).mul_(self.spectrum(derivative)), n=self.length)
+        if self.loops == "numba":
+            from .numba_loops import read
+
+            out = torch.empty((fixed.shape[0], *self.d.shape), dtype=torch.float64)
+            arguments = (smoothed.contiguous().numpy(), fixed.numpy(), scale[..., 0].numpy(), not derivative)
+            read(*self._loop_arguments(), *arguments, out.numpy())
+            return out
         smoothed = smoothed[..., : self.nodes]
         if not derivative:
             # ½ Σ_b m_b sign(a − b) = ½ (2 P_a − m_a − P_last), P the inclusive prefix sums: exact in int64.
@@ -155,21 +223,25 @@ class Grid:
             total = prefix[..., -1:].clone()
             below_minus_above = prefix.mul_(2).sub_(fixed).sub_(total)
             smoothed += below_minus_above.to(torch.float64).div_(2.0 * scale)
-        index = self.node.expand(smoothed.shape[0], -1, -1)
-        return torch.lerp(smoothed.gather(2, index), smoothed[..., 1:].gather(2, index), self.fraction)
+        node, basis = self.positions
+        index = node.expand(smoothed.shape[0], -1, -1)
+        total = torch.zeros(index.shape, dtype=torch.float64, device=index.device)
+        for s in range(4):
+            total.addcmul_(smoothed.gather(2, index + (s - 1)), basis[s])
+        return total
 
 
-def binned_ranks(d: torch.Tensor, factor: torch.Tensor, bins: int | None) -> torch.Tensor:
+def binned_ranks(d: torch.Tensor, factor: torch.Tensor, bins: int | None, loops: str = "torch") -> torch.Tensor:
     """Soft ranks R (m, w) of candidate rows d (m, w), w >= 2, with factors (m,), by binning: within
-    RANK_ERROR_CONSTANT·h² of the dense ones (``bins=None``: within RANK_TOLERANCE)."""
-    sums = Grid(d, factor, bins).kernel_sums(None, False)[0]
+    RANK_ERROR_CONSTANT·h⁴·w/(w − 1) of the dense ones (``bins=None``: within RANK_TOLERANCE).
+    ``loops``: "torch", or "numba" (CPU tensors, numba installed)."""
+    sums = Grid(d, factor, bins, loops).kernel_sums(None, False)[0]
     return sums.div_(d.shape[1] - 1).add_(0.5).to(d.dtype)
 
 
 def binned_ranks_backward(
-    d: torch.Tensor, factor: torch.Tensor, grad_ranks: torch.Tensor, bins: int | None
+    d: torch.Tensor, factor: torch.Tensor, grad_ranks: torch.Tensor, bins: int | None, loops: str = "torch"
 ) -> torch.Tensor:
     """∂L/∂y (m, w), y = factor·d, from G = ∂L/∂R (m, w), on the same grid as the forward."""
-    g = grad_ranks.to(torch.float64)
-    a, b = Grid(d, factor, bins).kernel_sums(torch.stack((torch.ones_like(g), g)), True)
-    return (g * a - b).div_(d.shape[1] - 1).to(d.dtype)
+    a, b = Grid(d, factor, bins, loops).kernel_sums(grad_ranks, True)
+    return (grad_ranks.to(torch.float64) * a - b).div_(d.shape[1] - 1).to(d.dtype)

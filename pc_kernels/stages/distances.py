@@ -96,9 +96,17 @@ def _square_rows(prepared: PreparedFeatures, start: int, end: int) -> torch.Tens
     return squares.sqrt_() if prepared.kind == "euclidean" else squares
 
 
-def candidate_rows(prepared: PreparedFeatures, start: int, end: int) -> torch.Tensor:
+def candidate_rows(prepared: PreparedFeatures, start: int, end: int, loops: str = "torch") -> torch.Tensor:
     """The torch dissimilarity stage: (end − start, n − 1) candidate dissimilarities D' of reference rows
-    start … end − 1, in the computation dtype (D = 2^u·D', u = ``prepared.distance_exponent``)."""
+    start … end − 1, in the computation dtype (D = 2^u·D', u = ``prepared.distance_exponent``).
+    ``loops``: "torch", or "numba" (CPU tensors: the epilogue in one compiled pass)."""
+    if loops == "numba":
+        from .numba_loops import KIND_CODES, distance_rows
+
+        f = prepared.features
+        out = torch.empty((end - start, f.shape[0] - 1), dtype=prepared.dtype)
+        distance_rows((f[start:end] @ f.T).numpy(), prepared.norms.numpy(), start, KIND_CODES[prepared.kind], SNAP, out.numpy())
+        return out
     return drop_diagonal(_square_rows(prepared, start, end), start).to(prepared.dtype)
 
 
@@ -108,30 +116,49 @@ def square_matrix(prepared: PreparedFeatures) -> torch.Tensor:
     return _square_rows(prepared, 0, n).fill_diagonal_(0.0)
 
 
+def _weights(
+    prepared: PreparedFeatures, start: int, d: torch.Tensor, grad_d: torch.Tensor, loops: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(W (c, n), ρ (c,), κ (n,)) of the module docstring for candidate rows d (c, n − 1) of reference rows
+    start … start + c − 1 and their gradient grad_d."""
+    c, n = d.shape[0], d.shape[1] + 1
+    cosine = prepared.kind == "cosine"
+    if loops == "numba":
+        from .numba_loops import KIND_CODES, distance_weights
+
+        weights = torch.empty((c, n), dtype=torch.float64)
+        slopes = torch.empty((c, n), dtype=torch.float64) if cosine else weights
+        distance_weights(d.numpy(), grad_d.numpy(), start, KIND_CODES[prepared.kind], weights.numpy(), slopes.numpy())
+    else:
+        weights = insert_diagonal(grad_d.to(torch.float64), start)
+        slopes = weights
+        if prepared.kind == "sqeuclidean":
+            weights.mul_(2.0)
+        elif prepared.kind == "euclidean":
+            distances = insert_diagonal(d.to(torch.float64), start)
+            positive = distances > 0
+            weights = torch.where(positive, weights / torch.where(positive, distances, 1.0), 0.0)
+            slopes = weights
+        else:
+            slopes = weights * insert_diagonal(1.0 - d.to(torch.float64), start)
+    row_sums, column_sums = slopes.sum(dim=1), slopes.sum(dim=0)
+    if cosine:
+        a = prepared.norms
+        live = (a > COSINE_NORM_EPS).to(torch.float64)
+        row_sums = row_sums * live[start : start + c] / a[start : start + c].square()
+        column_sums = column_sums * live / a.square()
+        weights = weights.div_(a[start : start + c, None]).div_(a[None, :])
+    return weights, row_sums, column_sums
+
+
 def accumulate_gradient(
-    prepared: PreparedFeatures, start: int, d: torch.Tensor, grad_d: torch.Tensor, out: torch.Tensor
+    prepared: PreparedFeatures, start: int, d: torch.Tensor, grad_d: torch.Tensor, out: torch.Tensor, loops: str = "torch"
 ) -> None:
     """Add ∂L/∂(prepared features) to ``out`` (n, p) float64, from candidate rows d (c, n − 1) of reference
-    rows start … start + c − 1 and their gradient grad_d = ∂L/∂d (module docstring)."""
-    c = d.shape[0]
+    rows start … start + c − 1 and their gradient grad_d = ∂L/∂d (module docstring). ``loops``: "torch",
+    or "numba" (CPU tensors: the weights in one compiled pass)."""
     f = prepared.features
-    rows = f[start : start + c]
-    g = insert_diagonal(grad_d.to(torch.float64), start)
-    if prepared.kind == "sqeuclidean":
-        weights = g.mul_(2.0)
-        row_sums, column_sums = weights.sum(dim=1), weights.sum(dim=0)
-    elif prepared.kind == "euclidean":
-        distances = insert_diagonal(d.to(torch.float64), start)
-        positive = distances > 0
-        weights = torch.where(positive, g / torch.where(positive, distances, 1.0), 0.0)
-        row_sums, column_sums = weights.sum(dim=1), weights.sum(dim=0)
-    else:
-        a = prepared.norms
-        similarity = insert_diagonal(1.0 - d.to(torch.float64), start)
-        live = (a > COSINE_NORM_EPS).to(torch.float64)
-        slopes = g * similarity
-        row_sums = slopes.sum(dim=1) * live[start : start + c] / a[start : start + c].square()
-        column_sums = slopes.sum(dim=0) * live / a.square()
-        weights = g.div_(a[start : start + c, None]).div_(a[None, :])
-    out[start : start + c] += rows * row_sums[:, None] - weights @ f
+    rows = f[start : start + d.shape[0]]
+    weights, row_sums, column_sums = _weights(prepared, start, d, grad_d, loops)
+    out[start : start + d.shape[0]] += rows * row_sums[:, None] - weights @ f
     out += f * column_sums[:, None] - weights.T @ rows

@@ -49,14 +49,28 @@ def _clamped(factor: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, to
     return factor.clamp(info.tiny, info.max).to(dtype), clamped
 
 
-def row_scale(d: torch.Tensor, tau: float, normalize: str, distance_exponent: torch.Tensor) -> RowScale:
-    """Factors of the rows of candidate dissimilarities d (m, w) (module docstring)."""
+def _moments(d: torch.Tensor, loops: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row means and population standard deviations (m,), float64."""
+    if loops == "numba":
+        from .numba_loops import row_moments
+
+        mean, std = torch.empty((2, d.shape[0]), dtype=torch.float64)
+        row_moments(d.numpy(), mean.numpy(), std.numpy())
+        return mean, std
+    var, mean = torch.var_mean(d.to(torch.float64), dim=1, correction=0)
+    return mean, var.sqrt()
+
+
+def row_scale(
+    d: torch.Tensor, tau: float, normalize: str, distance_exponent: torch.Tensor, loops: str = "torch"
+) -> RowScale:
+    """Factors of the rows of candidate dissimilarities d (m, w) (module docstring). ``loops``: "torch",
+    or "numba" (CPU tensors: the moments in one compiled loop)."""
     if normalize == "none":
         inverse_tau = torch.full((d.shape[0],), 1.0 / tau, dtype=torch.float64, device=d.device)
         factor, clamped = _clamped(torch.ldexp(inverse_tau, distance_exponent), d.dtype)
         return RowScale(factor, None, None, clamped)
-    var, mean = torch.var_mean(d.to(torch.float64), dim=1, correction=0)
-    std = var.sqrt()
+    mean, std = _moments(d, loops)
     factor, clamped = _clamped(1.0 / (tau * (std + ROW_STD_EPS)), d.dtype)
     return RowScale(factor, mean, std, clamped)
 

@@ -1,0 +1,179 @@
+"""Numba-compiled loops for the stages on CPU tensors: one pass over each block where torch needs several.
+
+Each function computes what the torch code it replaces computes, with the same operations in the same
+order (the int64 grid deposits come out identical; sums may differ in the last bit where torch fuses a
+multiply-add), one reference row per parallel iteration:
+
+    distance_rows      the distance policy's epilogue: Gram rows → candidate dissimilarities
+                       (stages/distances.py, ``_square_rows`` + ``drop_diagonal``)
+    distance_weights   the weights W (and cosine's slopes) of the distance backward, diagonal inserted
+                       (stages/distances.py, ``accumulate_gradient``)
+    row_moments        each row's mean and population standard deviation, two-pass, in float64
+                       (stages/row_scale.py)
+    row_extremes       each row's minimum and maximum (stages/binned_ranks.py, ``Grid``)
+    row_largest        each row's largest |value| (stages/binned_ranks.py, the fixed-point scale)
+    deposit            cubic Lagrange deposits in int64 fixed point (stages/binned_ranks.py, ``_deposit``)
+    read               the exact sign part and the cubic read-back (stages/binned_ranks.py, ``kernel_sums``)
+
+Imported only when the plan chooses them (numba installed, CPU tensors); the torch code is the fallback.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+EUCLIDEAN, SQEUCLIDEAN, COSINE = 0, 1, 2
+KIND_CODES = {"euclidean": EUCLIDEAN, "sqeuclidean": SQEUCLIDEAN, "cosine": COSINE}
+
+
+@numba.njit(parallel=True, cache=True)
+def distance_rows(gram, norms, start, kind, snap, out):  # type: ignore[no-untyped-def]
+    """out[r, j − (j > i)] = D'_ij for i = start + r and every j != i, from Gram rows (c, n) float64."""
+    c, n = gram.shape
+    for r in numba.prange(c):
+        i = start + r
+        for j in range(n):
+            if j == i:
+                continue
+            column = j - 1 if j > i else j
+            if kind == COSINE:
+                out[r, column] = 1.0 - gram[r, j] / norms[i] / norms[j]
+            else:
+                total = norms[i] + norms[j]
+                squared = total + (-2.0 * gram[r, j])
+                if squared <= total * snap:
+                    squared = 0.0
+                out[r, column] = math.sqrt(squared) if kind == EUCLIDEAN else squared
+
+
+@numba.njit(parallel=True, cache=True)
+def distance_weights(d, grad_d, start, kind, weights, slopes):  # type: ignore[no-untyped-def]
+    """Rows (c, n) of the distance backward's W = g/D (euclidean, 0 where D = 0), 2g (sqeuclidean) or g
+    (cosine, divided by the norms afterwards), and for cosine the slopes g·(1 − D); diagonal entries 0."""
+    c, w = d.shape
+    for r in numba.prange(c):
+        i = start + r
+        weights[r, i] = 0.0
+        if kind == COSINE:
+            slopes[r, i] = 0.0
+        for column in range(w):
+            j = column + 1 if column >= i else column
+            g = np.float64(grad_d[r, column])
+            if kind == EUCLIDEAN:
+                distance = np.float64(d[r, column])
+                weights[r, j] = g / distance if distance > 0 else 0.0
+            elif kind == SQEUCLIDEAN:
+                weights[r, j] = g * 2.0
+            else:
+                weights[r, j] = g
+                slopes[r, j] = g * (1.0 - np.float64(d[r, column]))
+
+
+@numba.njit(parallel=True, cache=True)
+def row_moments(d, mean, std):  # type: ignore[no-untyped-def]
+    """mean[r], std[r] = the mean and population standard deviation of row r of d, in float64."""
+    m, w = d.shape
+    for r in numba.prange(m):
+        total = 0.0
+        for j in range(w):
+            total += np.float64(d[r, j])
+        mu = total / w
+        squares = 0.0
+        for j in range(w):
+            deviation = np.float64(d[r, j]) - mu
+            squares += deviation * deviation
+        mean[r] = mu
+        std[r] = math.sqrt(squares / w)
+
+
+@numba.njit(parallel=True, cache=True)
+def row_extremes(d, low, high):  # type: ignore[no-untyped-def]
+    """low[r], high[r] = the minimum and maximum of row r of d, in float64."""
+    m, w = d.shape
+    for r in numba.prange(m):
+        smallest = largest = np.float64(d[r, 0])
+        for j in range(1, w):
+            value = np.float64(d[r, j])
+            smallest = min(smallest, value)
+            largest = max(largest, value)
+        low[r] = smallest
+        high[r] = largest
+
+
+@numba.njit(parallel=True, cache=True)
+def row_largest(values, largest):  # type: ignore[no-untyped-def]
+    """largest[r] = max_j |values[r, j]|, in float64."""
+    m, w = values.shape
+    for r in numba.prange(m):
+        biggest = 0.0
+        for j in range(w):
+            biggest = max(biggest, abs(np.float64(values[r, j])))
+        largest[r] = biggest
+
+
+@numba.njit(inline="always")
+def _basis(f):  # type: ignore[no-untyped-def]
+    return (
+        -f * (f - 1.0) * (f - 2.0) / 6.0,
+        (f + 1.0) * (f - 1.0) * (f - 2.0) / 2.0,
+        -(f + 1.0) * f * (f - 2.0) / 2.0,
+        (f + 1.0) * f * (f - 1.0) / 6.0,
+    )
+
+
+@numba.njit(inline="always")
+def _position(d, low, per_node, offsets, affine, r, j, nodes):  # type: ignore[no-untyped-def]
+    """(a, f): the point's left node, clamped to 1 … nodes − 3, and its position between a and a + 1."""
+    offset = np.float64(d[r, j]) - low[r] if affine else offsets[r, j]
+    u = offset * per_node[r] + 1.0
+    a = min(max(math.floor(u), 1), nodes - 3)
+    return a, u - a
+
+
+@numba.njit(parallel=True, cache=True)
+def deposit(d, low, per_node, offsets, affine, values, scale, fixed):  # type: ignore[no-untyped-def]
+    """fixed[s, r, a − 1 … a + 2] += round(c·scale·ℓ(f)) per point, the taps of each point summing exactly
+    to round(c·scale): set 0 has weights c = 1, set s > 0 the weights values[s − 1, r, j]."""
+    sets, m, nodes = fixed.shape
+    w = d.shape[1]
+    for r in numba.prange(m):
+        for j in range(w):
+            a, f = _position(d, low, per_node, offsets, affine, r, j, nodes)
+            l0, l1, l2, l3 = _basis(f)
+            for s in range(sets):
+                v = scale[s, r] if s == 0 else np.float64(values[s - 1, r, j]) * scale[s, r]
+                t0, t2, t3 = np.int64(np.rint(v * l0)), np.int64(np.rint(v * l2)), np.int64(np.rint(v * l3))
+                fixed[s, r, a - 1] += t0
+                fixed[s, r, a] += np.int64(np.rint(v)) - t0 - t2 - t3
+                fixed[s, r, a + 1] += t2
+                fixed[s, r, a + 2] += t3
+
+
+@numba.njit(parallel=True, cache=True)
+def read(d, low, per_node, offsets, affine, smoothed, fixed, scale, sign_part, out):  # type: ignore[no-untyped-def]
+    """out[s, r, j] = Σ_t ℓ_t(f) M[s, r, a − 1 + t], with M the smoothed node values plus, if ``sign_part``,
+    ½ (2 P_a − m_a − P_last) / scale from the int64 prefix sums P of the masses m."""
+    sets, m, w = out.shape
+    nodes = fixed.shape[2]
+    for r in numba.prange(m):
+        values = np.empty((sets, nodes))
+        for s in range(sets):
+            total = np.int64(0)
+            for a in range(nodes):
+                total += fixed[s, r, a]
+            prefix = np.int64(0)
+            for a in range(nodes):
+                values[s, a] = smoothed[s, r, a]
+                if sign_part:
+                    prefix += fixed[s, r, a]
+                    values[s, a] += np.float64(2 * prefix - fixed[s, r, a] - total) / (2.0 * scale[s, r])
+        for j in range(w):
+            a, f = _position(d, low, per_node, offsets, affine, r, j, nodes)
+            l0, l1, l2, l3 = _basis(f)
+            for s in range(sets):
+                out[s, r, j] = (
+                    ((0.0 + values[s, a - 1] * l0) + values[s, a] * l1) + values[s, a + 1] * l2
+                ) + values[s, a + 2] * l3
