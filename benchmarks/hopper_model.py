@@ -1,0 +1,379 @@
+"""Static model of the Triton kernels on Hopper (H100, H200: sm_90), read from the code the compiler produces.
+
+    python -m benchmarks hopper [--out benchmarks/results] [--docs docs/hopper_model.md] [--stride 509]
+    python -m benchmarks.hopper_model [same options]
+
+Compiles every variant of ``pc_kernels.kernels.variants`` for sm_90 (no GPU needed), disassembles it with the tools
+in Triton's wheel, counts the main loop's instructions by class and by pipe, and bounds fwd+bwd at n = 4096,
+p = q = 256 from below as a multiple of SPEC.md's floor; measures the sigmoid's error by a numpy emulation of its
+instructions. docs/hopper_model.md states the model, its assumptions and limits. Writes hopper_model.json and .md
+into --out, the tables into --docs between its markers. Runs with TRITON_INTERPRET unset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from pc_kernels.kernels.variants import KernelVariant
+
+MARKERS = ("<!-- hopper-model:start -->", "<!-- hopper-model:end -->")
+WORKLOAD = {"n": 4096, "p": 256, "q": 256}
+# One Hopper SM (H100 SXM and H200 alike): 4 sub-partitions, each issuing one warp instruction per clock.
+SMS, SUB_PARTITIONS = 132, 4
+CLOCK_HZ = 1.98e9  # boost clock of H100 SXM and H200 (KINDS.md read 1980 MHz on a loaded H200)
+SFU_PER_CLOCK_PER_SM = 16  # SPEC.md's floor: one special-function operation per sigmoid
+FLOOR_CLOCKS = 32 * SUB_PARTITIONS / SFU_PER_CLOCK_PER_SM  # a sub-partition's SFU clocks per warp evaluation: 8
+LIMITS = {"registers_per_sub_partition": 16384, "register_unit": 256, "max_warps_per_sm": 64,
+          "max_blocks_per_sm": 32, "shared_per_sm": 228 * 1024, "shared_unit": 128}  # fmt: skip
+# Clocks a warp instruction holds its pipe in a sub-partition: 32 lanes over the pipe's rate per sub-partition, from
+# the CUDA C++ Programming Guide's throughput table for compute capability 9.0 (per SM and clock: 128 FP32 add/mul/
+# fma; 64 compare/min/max, integer add/logic/shift and IMAD; 64 FP64; 16 special functions and conversions) and,
+# for DMMA.MxNxK (M·N·K multiply-adds), the datasheet's FP64 tensor rate (67 TFLOP/s: 128 per clock per SM).
+PIPE_CLOCKS = {"sfu": 8, "fma": 1, "alu": 2, "fp64": 2, "conversion": 8}
+TENSOR_MACS_PER_CLOCK = 128 // SUB_PARTITIONS
+_FMA, _FP32_ALU = {"FADD", "FMUL", "FFMA", "HFMA2", "HADD2", "HMUL2"}, {"FSETP", "FSEL", "FMNMX", "FSET", "FCHK"}
+_FP64, _CONVERSION = {"DADD", "DMUL", "DFMA", "DSETP", "DMNMX"}, {"F2F", "F2I", "I2F", "FRND", "F2FP", "I2FP"}
+_MEMORY = ("LD", "ST", "ATOM", "RED", "SHFL", "CCTL", "MEMBAR", "FENCE", "SYNCS", "UBLKCP", "UTMA")
+_CONTROL = {"BRA", "BRX", "JMP", "CALL", "RET", "EXIT", "BAR", "BSSY", "BSYNC", "WARPSYNC", "NOP", "DEPBAR",
+            "YIELD", "BMOV", "KILL", "BPT", "S2R", "S2UR", "CS2R", "ERRBAR", "ELECT", "WARPGROUP"}  # fmt: skip
+# Per kernel: what one evaluation is, and the tile constexprs whose product is a program's evaluations per iteration.
+EVALUATIONS = {
+    "soft_rank_forward": ("sigmoid", ("BLOCK_J", "BLOCK_K")),
+    "soft_rank_backward": ("sigmoid slope", ("BLOCK_J", "BLOCK_K")),
+    "dissimilarity_forward": ("float64 multiply-add", ("BLOCK_I", "BLOCK_J", "BLOCK_P")),
+}
+PREDICTIONS = (  # name, dtype, sigmoid form, backward
+    ("dense_fwd_bwd_fp32_accurate", "float32", "accurate", True),
+    ("dense_fwd_bwd_fp32_fast", "float32", "fast", True),
+    ("dense_fwd_fp32_accurate", "float32", "accurate", False),
+    ("dense_fwd_fp32_fast", "float32", "fast", False),
+    ("dense_fwd_bwd_fp64_accurate", "float64", "accurate", True),
+)
+INSTRUCTION = re.compile(r"/\*([0-9a-f]+)\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][\w.]*)([^;]*);")
+LABEL, TARGET = re.compile(r"^\s*([.$\w]+):\s*$"), re.compile(r"`\(([^)]+)\)")
+
+
+class Instruction(NamedTuple):
+    """One SASS instruction: address, opcode with modifiers, operands."""
+
+    address: int
+    opcode: str
+    operands: str
+
+
+def classify(opcode: str) -> tuple[str, str | None]:
+    """(class, pipe) of a SASS opcode: the class for the mix, the pipe it holds (None: only an issue slot)."""
+    base = opcode.split(".")[0]
+    if base == "MUFU":
+        return "special", "sfu"
+    if base == "DMMA":
+        return "tensor", "tensor"
+    if base.endswith("MMA"):
+        raise ValueError(f"no rate modelled for tensor instruction {opcode}")
+    if base in _FP64 or base in _CONVERSION:
+        return ("fp64", "fp64") if base in _FP64 else ("conversion", "conversion")
+    if base in _FMA or base in _FP32_ALU:
+        return "fp32", "fma" if base in _FMA else "alu"
+    if base.startswith(_MEMORY) or base in _CONTROL:
+        return "memory" if base.startswith(_MEMORY) else "control", None
+    return "integer", None if base.startswith("U") or base == "R2UR" else "alu"  # uniform datapath: issue slot only
+
+
+def parse_sass(sass: str) -> tuple[list[Instruction], dict[str, int]]:
+    """Instructions of an nvdisasm listing and the address of every label."""
+    instructions, labels, pending = [], {}, []
+    for line in sass.splitlines():
+        if label := LABEL.match(line):
+            pending.append(label.group(1))
+        elif match := INSTRUCTION.search(line):
+            address = int(match.group(1), 16)
+            labels.update(dict.fromkeys(pending, address))
+            pending = []
+            instructions.append(Instruction(address, match.group(2), match.group(3)))
+    return instructions, labels
+
+
+def main_loop(instructions: list[Instruction], labels: dict[str, int]) -> list[Instruction]:
+    """Body of the innermost loop (range of a backward branch) holding the most special-function or tensor
+    instructions: the main loop of a rank or distance kernel."""
+    spans = [
+        (labels[t.group(1)], i.address)
+        for i in instructions
+        if i.opcode.split(".")[0] in ("BRA", "JMP") and (t := TARGET.search(i.operands))
+        and labels.get(t.group(1), i.address + 1) <= i.address
+    ]  # fmt: skip
+    bodies = {s: [i for i in instructions if s[0] <= i.address <= s[1]] for s in spans}
+    held = {s: sum(classify(i.opcode)[0] in ("special", "tensor") for i in b) for s, b in bodies.items()}
+    inner = [s for s in held if held[s] and not any(o != s and held[o] and s[0] <= o[0] <= o[1] <= s[1] for o in held)]
+    if not inner:
+        raise ValueError("no loop holds a special-function or tensor instruction")
+    return bodies[max(inner, key=held.get)]
+
+
+def count(instructions: list[Instruction]) -> dict[str, dict[str, int]]:
+    """Instruction counts by class, and clocks by pipe and of issue (one per instruction)."""
+    mix = dict.fromkeys(("special", "fp32", "fp64", "tensor", "conversion", "integer", "memory", "control"), 0)
+    clocks = dict.fromkeys((*PIPE_CLOCKS, "tensor", "issue"), 0)
+    for ins in instructions:
+        kind, pipe = classify(ins.opcode)
+        mix[kind] += 1
+        clocks["issue"] += 1
+        if pipe == "tensor":  # DMMA.MxNxK
+            shape = re.search(r"(\d+)x(\d+)x(\d+)", ins.opcode).groups()
+            clocks[pipe] += math.prod(map(int, shape)) / TENSOR_MACS_PER_CLOCK
+        elif pipe:
+            clocks[pipe] += PIPE_CLOCKS[pipe]
+    return {"mix": mix, "clocks": clocks}
+
+
+def occupancy(registers: int, shared: int, warps: int) -> dict[str, object]:
+    """Resident blocks per SM, and what limits them, from registers per thread, shared bytes and warps per block."""
+    per_warp = math.ceil(registers * 32 / LIMITS["register_unit"]) * LIMITS["register_unit"]
+    limits = {
+        "registers": SUB_PARTITIONS * (LIMITS["registers_per_sub_partition"] // per_warp) // warps,
+        "shared": LIMITS["shared_per_sm"] // (math.ceil(shared / LIMITS["shared_unit"]) * LIMITS["shared_unit"]),
+        "warps": LIMITS["max_warps_per_sm"] // warps,
+        "blocks": LIMITS["max_blocks_per_sm"],
+    }
+    limiter = min(limits, key=limits.get)
+    return {"blocks_per_sm": limits[limiter], "warps_per_sm": limits[limiter] * warps, "limiter": limiter}
+
+
+def _tool(name: str) -> str:
+    import triton
+
+    return str(Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / name)
+
+
+def _run(*args: str) -> str:
+    return subprocess.run(args, check=True, capture_output=True, text=True).stdout
+
+
+def analyse(variant: KernelVariant) -> dict[str, object]:
+    """Compile one variant for sm_90; its resources, occupancy, main loop and bound per evaluation."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    source = ASTSource(fn=variant.kernel, signature=variant.signature, constexprs=variant.constexprs)
+    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=variant.options)
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin = Path(tmp) / "kernel.cubin"
+        cubin.write_bytes(compiled.asm["cubin"])
+        usage = _run(_tool("cuobjdump"), "--dump-resource-usage", str(cubin))
+        instructions, labels = parse_sass(_run(_tool("nvdisasm"), "-c", str(cubin)))
+    registers, stack, static_shared = map(int, re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+)", usage).groups())
+    loop = main_loop(instructions, labels)
+    outside = [i for i in instructions if not loop[0].address <= i.address <= loop[-1].address]
+    unit, tile = EVALUATIONS[variant.name.split("/")[0]]
+    warps = variant.options["num_warps"]
+    evaluations = math.prod(variant.constexprs[c] for c in tile) // (32 * warps)
+    shared = compiled.metadata.shared + static_shared  # Triton's dynamic shared memory + the cubin's (1 KiB reserved)
+    record = {
+        "name": variant.name, "kernel": compiled.metadata.name, "constexprs": variant.constexprs,
+        "options": variant.options, "registers": registers, "stack_bytes": stack,
+        "spill_instructions": sum(i.opcode.split(".")[0] in ("LDL", "STL") for i in instructions),
+        "shared_bytes": shared, "occupancy": occupancy(registers, shared, warps), "evaluation": unit,
+        "evaluations_per_iteration": evaluations, "loop": {"instructions": len(loop), **count(loop)},
+        "outside_loop": {"instructions": len(outside), **count(outside)},
+        "instructions_per_evaluation": len(loop) / evaluations,
+    }  # fmt: skip
+    record["special_per_evaluation"] = record["loop"]["mix"]["special"] / evaluations
+    if "sigmoid" in unit:  # clocks per warp evaluation over the floor's FLOOR_CLOCKS
+        multiple = {k: v / evaluations / FLOOR_CLOCKS for k, v in record["loop"]["clocks"].items()}
+        other = max((p for p in multiple if p not in ("sfu", "issue")), key=multiple.get)
+        record["floor_multiple"] = {"sfu": multiple["sfu"], "issue": multiple["issue"], "other": multiple[other],
+                                    "other_pipe": other, "bound": max(multiple.values())}  # fmt: skip
+    return record
+
+
+def workload(records: dict[str, dict], dtype: str, form: str, backward: bool) -> list[dict[str, object]]:
+    """Triton launches of one loss call on WORKLOAD with soft teacher ranks: the euclidean distances of each side,
+    the soft ranks of each side and, with ``backward``, the student's rank gradient; programs per launch and main
+    loop iterations per program."""
+    n, distance = WORKLOAD["n"], records[f"dissimilarity_forward/{dtype}/euclidean"]["constexprs"]
+    rank = records[f"soft_rank_forward/{dtype}/{form}"]["constexprs"]
+    rank_launch = {"programs": n * math.ceil((n - 1) / rank["BLOCK_J"]),
+                   "iterations": math.ceil((n - 1) / rank["BLOCK_K"])}
+    launches = [{"variant": f"dissimilarity_forward/{dtype}/euclidean", "launches": 1,
+                 "programs": math.ceil(n / distance["BLOCK_I"]) * math.ceil(n / distance["BLOCK_J"]),
+                 "iterations": math.ceil(WORKLOAD[side] / distance["BLOCK_P"])} for side in ("p", "q")]  # fmt: skip
+    launches.append({"variant": f"soft_rank_forward/{dtype}/{form}", "launches": 2, **rank_launch})
+    if backward:
+        launches.append({"variant": f"soft_rank_backward/{dtype}/{form}", "launches": 1, **rank_launch})
+    return launches
+
+
+def launch_clocks(record: dict, launch: dict) -> dict[str, float]:
+    """Clocks of each pipe and of issue in one sub-partition over the launches: a wave runs SMS × resident blocks
+    programs, whose warps share each SM's sub-partitions; the main loop runs ``iterations`` times, the rest once."""
+    resident = record["occupancy"]["blocks_per_sm"]
+    waves = math.ceil(launch["programs"] / (SMS * resident))
+    warps = math.ceil(resident * record["options"]["num_warps"] / SUB_PARTITIONS)
+    loop, rest = record["loop"]["clocks"], record["outside_loop"]["clocks"]
+    return {k: launch["launches"] * waves * warps * (loop[k] * launch["iterations"] + rest[k]) for k in loop}
+
+
+def predict(records: dict[str, dict], name: str, dtype: str, form: str, backward: bool) -> dict[str, object]:
+    """Lower bound of one workload's time: per launch the busiest pipe or issue, summed over launches."""
+    launches = workload(records, dtype, form, backward)
+    for launch in launches:
+        clocks = launch_clocks(records[launch["variant"]], launch)
+        launch["limiter"] = max(clocks, key=clocks.get)
+        for key, pipe in (("sfu", "sfu"), ("issue", "issue"), ("bound", launch["limiter"])):
+            launch[f"{key}_ms"] = 1e3 * clocks[pipe] / CLOCK_HZ
+    n = WORKLOAD["n"]
+    evaluations = (3 if backward else 2) * n * (n - 1) * (n - 2)
+    floor_ms = 1e3 * evaluations / (SMS * SFU_PER_CLOCK_PER_SM * CLOCK_HZ)
+    total = {k: sum(launch[f"{k}_ms"] for launch in launches) for k in ("sfu", "issue", "bound")}
+    return {"name": name, **WORKLOAD, "predicted_ms": total["bound"], "sfu_ms": total["sfu"],
+            "issue_ms": total["issue"], "floor_ms": floor_ms, "floor_evaluations": evaluations,
+            "multiple": {k: v / floor_ms for k, v in total.items()}, "launches": launches}  # fmt: skip
+
+
+def sigmoid_accuracy(stride: int) -> list[dict[str, object]]:
+    """Largest error of σ and σ' of each float32 form against float64, by ``sigmoid.emulate``, over every
+    ``stride``-th float32 of magnitude up to 104 (both signs, subnormals included) and ±inf: relative where the true
+    value is at least 2^-126, absolute everywhere; the worst over the approximate instructions at ± their documented
+    bounds, and with correctly rounded results (what the Triton interpreter computes)."""
+    from pc_kernels.kernels.sigmoid import emulate
+
+    magnitudes = np.arange(0, 0x42D00001, stride, dtype=np.uint32).view(np.float32)
+    z = np.concatenate([magnitudes, -magnitudes, np.float32([np.inf, -np.inf])])
+    e = np.exp(-np.abs(z.astype(np.float64)))
+    truths = {"sigmoid": np.where(z >= 0, 1 / (1 + e), e / (1 + e)), "slope": e / (1 + e) ** 2}
+    rows = []
+    for form, function in ((f, g) for f in ("accurate", "fast") for g in truths):
+        truth, normal = truths[function], truths[function] >= 2.0**-126
+        worst, absolute, nan = np.zeros(z.shape), 0.0, False
+        for bias in ((0, 0), (-1, -1), (-1, 1), (1, -1), (1, 1)):
+            got = emulate(z, function == "slope", form == "fast", bias).astype(np.float64)
+            relative = np.where(normal, np.abs(got - truth) / np.where(normal, truth, 1), 0.0)
+            rounded = float(relative.max()) if bias == (0, 0) else rounded
+            worst, absolute = np.maximum(worst, relative), max(absolute, float(np.abs(got - truth).max()))
+            nan = nan or bool(np.isnan(got).any())
+        above = np.abs(z[worst > 1e-6])
+        rows.append({"form": form, "function": function, "max_relative_error": float(worst.max()),
+                     "at_z": float(z[worst.argmax()]), "max_relative_error_rounded": rounded,
+                     "max_absolute_error": absolute, "nan": nan,
+                     "first_abs_z_above_1e-6": float(above.min()) if above.size else None})  # fmt: skip
+    return rows
+
+
+def render(result: dict) -> str:
+    """Markdown tables of a model result: predictions, variants, sigmoid accuracy."""
+    lines = [
+        f"Generated by `{result['command']}` (triton {result['triton']}, nvdisasm {result['nvdisasm']}): sm_90 at "
+        f"{CLOCK_HZ / 1e9:.2f} GHz, {SMS} SMs; n = {WORKLOAD['n']}, p = q = {WORKLOAD['p']}, soft teacher ranks. "
+        "× = multiple of SPEC.md's floor at the same clock.",
+        "",
+        "| prediction | SFU ms | issue ms | bound ms | floor ms | SFU × | issue × | bound × |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["predictions"]:
+        m = r["multiple"]
+        lines.append(f"| {r['name']} | {r['sfu_ms']:.1f} | {r['issue_ms']:.1f} | {r['predicted_ms']:.1f} | "
+                     f"{r['floor_ms']:.1f} | {m['sfu']:.2f} | {m['issue']:.2f} | **{m['bound']:.2f}** |")  # fmt: skip
+    lines += ["", "| variant | regs | spills (stack B) | shared B | blocks/SM (limit) | loop instr = SF + FP32 + "
+              "FP64 + tensor + int + mem + ctrl | evals/iter | instr/eval | SF/eval | SFU × | issue × | other × | "
+              "bound × |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in result["variants"]:
+        mix, f = r["loop"]["mix"], r.get("floor_multiple")
+        parts = " + ".join(str(mix[k]) for k in ("special", "fp32", "fp64", "tensor", "integer", "memory", "control"))
+        multiples = (f"{f['sfu']:.2f} | {f['issue']:.2f} | {f['other']:.2f} ({f['other_pipe']}) | **{f['bound']:.2f}**"
+                     if f else "– | – | – | –")  # fmt: skip
+        lines.append(
+            f"| {r['name']} | {r['registers']} | {r['spill_instructions']} ({r['stack_bytes']}) | "
+            f"{r['shared_bytes']} | {r['occupancy']['blocks_per_sm']} ({r['occupancy']['limiter']}) | "
+            f"{r['loop']['instructions']} = {parts} | "
+            f"{r['evaluations_per_iteration']} | {r['instructions_per_evaluation']:.1f} | "
+            f"{r['special_per_evaluation']:.2f} | {multiples} |"
+        )
+    lines += ["", f"Sigmoid error, float32 (every {result['sweep_stride']}th float32 up to |z| = 104, and ±inf): "
+              "relative where the true value is at least 2^-126.", "",
+              "| form | function | max relative error (at z), documented bounds | same, correctly rounded | "
+              "max absolute error | first abs(z) with relative error > 1e-6 |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    for a in result["sigmoid_accuracy"]:
+        first = a["first_abs_z_above_1e-6"]
+        lines.append(f"| {a['form']} | {a['function']} | {a['max_relative_error']:.2g} ({a['at_z']:.4g}) | "
+                     f"{a['max_relative_error_rounded']:.2g} | {a['max_absolute_error']:.2g} | "
+                     f"{'none' if first is None else f'{first:.3g}'} |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def write_docs(path: Path, table: str) -> None:
+    """Replace the text between the hopper-model markers of ``path`` with ``table``."""
+    text = path.read_text()
+    start, end = text.index(MARKERS[0]) + len(MARKERS[0]), text.index(MARKERS[1])
+    path.write_text(text[:start] + "\n" + table + text[end:])
+
+
+def model(command: str, stride: int) -> dict[str, object]:
+    """Every variant modelled, every workload predicted, the sigmoid's error: the JSON the command stores."""
+    import triton
+
+    from pc_kernels.kernels.variants import compile_variants
+
+    records = {v.name: analyse(v) for v in compile_variants()}
+    machine = {"sms": SMS, "sub_partitions": SUB_PARTITIONS, "clock_hz": CLOCK_HZ, "sfu_per_clock_per_sm":
+               SFU_PER_CLOCK_PER_SM, "pipe_clocks_per_warp_instruction": PIPE_CLOCKS,
+               "tensor_macs_per_clock_per_sub_partition": TENSOR_MACS_PER_CLOCK, **LIMITS}  # fmt: skip
+    return {
+        "command": command, "triton": triton.__version__,
+        "nvdisasm": re.search(r"release [\d.]+, V[\d.]+", _run(_tool("nvdisasm"), "--version")).group(0),
+        "machine": machine, "workload": WORKLOAD, "predictions": [predict(records, *p) for p in PREDICTIONS],
+        "variants": list(records.values()), "sweep_stride": stride, "sigmoid_accuracy": sigmoid_accuracy(stride),
+    }  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    """Model the kernels; write the results, and the docs tables when asked."""
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        raise SystemExit("unset TRITON_INTERPRET: interpreted kernels cannot be compiled for sm_90")
+    command = f"{args.prog} --out {args.out}{f' --docs {args.docs}' if args.docs else ''} --stride {args.stride}"
+    result = model(command, args.stride)
+    table = render(result)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "hopper_model.json").write_text(json.dumps(result, indent=1) + "\n")
+    (args.out / "hopper_model.md").write_text("# Hopper (sm_90) model of the Triton kernels\n\n" + table)
+    if args.docs:
+        write_docs(args.docs, table)
+    print(table)
+    return 0
+
+
+def _arguments(parser: argparse.ArgumentParser, prog: str) -> None:
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for hopper_model.*")
+    parser.add_argument("--docs", type=Path, help="markdown file whose hopper-model markers receive the tables")
+    parser.add_argument("--stride", type=int, default=509, help="sigmoid error sweep: every STRIDE-th float32")
+    parser.set_defaults(prog=prog, func=run)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``hopper`` subcommand to the benchmark CLI."""
+    _arguments(subparsers.add_parser("hopper", help=__doc__.splitlines()[0]), "python -m benchmarks hopper")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m benchmarks.hopper_model``: the same command on its own."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.hopper_model", description=__doc__.splitlines()[0])
+    _arguments(parser, "python -m benchmarks.hopper_model")
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
