@@ -9,10 +9,11 @@ distance stage (D = 2^u·d, see ``distances.py``), with one factor c per row:
 so y_j − y_k = (D~_j − D~_k)/τ is SPEC's sigmoid argument. For "row_std", s is taken in the distance
 stage's units, where the features' largest magnitude lies in [½, 1): the 1e-12 that keeps s + 1e-12
 positive is relative to the features' scale, which is what makes the loss exactly scale-invariant
-for any input magnitude (docs/spec.md, "Numerics"). The factor is computed in float64 and clamped to
-the largest finite value of the computation dtype, and below to its smallest normal value: for a tiny τ the rank stages then see
-±inf for distinct values and exactly 0 for ties (the hard ranks), for a huge one σ(0) = ½ to the
-dtype's precision, never inf·0 or 0·inf.
+for any input magnitude (docs/spec.md, "Numerics"). The factor is computed in float64 and clamped into
+[4·tiny, max/4] of the computation dtype (tiny its smallest normal value), a range a rank stage may
+rescale by a constant within [¼, 4] without leaving the normal numbers: for a tiny τ the rank stages
+then see ±inf for distinct values and exactly 0 for ties (the hard ranks), for a huge one σ(0) = ½ to
+the dtype's precision, never inf·0 or 0·inf.
 
 Backward, from ∂L/∂y to ∂L/∂d (population moments over the w candidates, s > 0):
 
@@ -43,10 +44,11 @@ class RowScale(NamedTuple):
 
 
 def _clamped(factor: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """``factor`` (float64) clamped to the positive normal range of ``dtype`` and cast, and where it was clamped."""
+    """``factor`` (float64) clamped into [4·tiny, max/4] of ``dtype`` and cast, and where it was clamped."""
     info = torch.finfo(dtype)
-    clamped = (factor > info.max) | (factor < info.tiny)
-    return factor.clamp(info.tiny, info.max).to(dtype), clamped
+    low, high = 4.0 * info.tiny, info.max / 4.0
+    clamped = (factor > high) | (factor < low)
+    return factor.clamp(low, high).to(dtype), clamped
 
 
 def _moments(d: torch.Tensor, loops: str) -> tuple[torch.Tensor, torch.Tensor]:
