@@ -44,7 +44,7 @@ def _huber(x: float) -> float:
 
 
 def _dist(a: torch.Tensor, b: torch.Tensor) -> float:
-    return math.sqrt(sum((float(u) - float(v)) ** 2 for u, v in zip(a, b)))
+    return math.sqrt(sum((float(u) - float(v)) ** 2 for u, v in zip(a, b, strict=True)))
 
 
 def _cos(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -62,7 +62,10 @@ def _rkd_angle_oracle(s: torch.Tensor, t: torch.Tensor, anchors: int) -> float:
     n = len(s)
     terms = [
         _huber(_cos(s[b] - s[a], s[c] - s[a]) - _cos(t[b] - t[a], t[c] - t[a]))
-        for a in range(anchors) for b in range(n) for c in range(n) if a not in (b, c)
+        for a in range(anchors)
+        for b in range(n)
+        for c in range(n)
+        if a not in (b, c)
     ]
     return sum(terms) / len(terms)
 
@@ -77,7 +80,7 @@ def _pkt_oracle(s: torch.Tensor, t: torch.Tensor) -> float:
     total = 0.0
     for i in range(n):
         ps, pt = conditional(s, i), conditional(t, i)
-        total += sum(q * math.log((q + 1e-7) / (p + 1e-7)) for p, q in zip(ps, pt))
+        total += sum(q * math.log((q + 1e-7) / (p + 1e-7)) for p, q in zip(ps, pt, strict=True))
     return total / n
 
 
@@ -95,8 +98,10 @@ def _sp_oracle(s: torch.Tensor, t: torch.Tensor) -> float:
 @pytest.fixture
 def features() -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
-    return (torch.randn(7, 3, generator=generator, dtype=torch.float64),
-            torch.randn(7, 5, generator=generator, dtype=torch.float64))
+    return (
+        torch.randn(7, 3, generator=generator, dtype=torch.float64),
+        torch.randn(7, 5, generator=generator, dtype=torch.float64),
+    )
 
 
 @pytest.mark.parametrize(
@@ -185,8 +190,9 @@ def test_retrieval_and_coherence_measures_match_brute_force(embeddings, metric):
     assert neighbour_overlap(x, t, metric) == pytest.approx(np.mean(overlap))
     distance = (lambda a, b: 1 - _cos(a, b)) if metric == "cosine" else _dist
     rho = [
-        spearmanr([distance(x[i], x[j]) for j in range(n) if j != i],
-                  [distance(t[i], t[j]) for j in range(n) if j != i]).statistic
+        spearmanr(
+            [distance(x[i], x[j]) for j in range(n) if j != i], [distance(t[i], t[j]) for j in range(n) if j != i]
+        ).statistic
         for i in range(n)
     ]
     assert spearman_coherence(x, t, metric) == pytest.approx(np.mean(rho))
@@ -270,23 +276,44 @@ def test_teacher_cache_reuses_the_trained_weights(tmp_path):
     trained, path, cached = load_or_train_teacher(split, **settings)
     loaded, same_path, reused = load_or_train_teacher(split, **settings)
     assert (cached, reused, same_path) == (False, True, path)
-    for a, b in zip(trained.state_dict().values(), loaded.state_dict().values()):
+    for a, b in zip(trained.state_dict().values(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     _, other_path, _ = load_or_train_teacher(split, **{**settings, "seed": 4})
     assert other_path != path
 
 
 def test_same_seed_gives_identical_metrics(tmp_path):
-    config = DemoConfig(methods=("pc", "fitnet"), widths=(2,), seeds=1, student_epochs=1, teacher_epochs=1,
-                        batch_size=64, cache_dir=str(tmp_path), progress=False, threads=1)
+    config = DemoConfig(
+        methods=("pc", "fitnet"),
+        widths=(2,),
+        seeds=1,
+        student_epochs=1,
+        teacher_epochs=1,
+        batch_size=64,
+        cache_dir=str(tmp_path),
+        progress=False,
+        threads=1,
+    )
     first, second = run_experiment(config), run_experiment(config)
     assert [r.metrics for r in first.records] == [r.metrics for r in second.records]
 
 
 def test_quick_run_distils_and_writes_the_report(tmp_path, capsys):
     output = tmp_path / "report"
-    main(["--quick", "--seed", "0", "--cache-dir", str(tmp_path / "cache"), "--output", str(output), "--no-progress",
-          "--threads", "1"])
+    main(
+        [
+            "--quick",
+            "--seed",
+            "0",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--output",
+            str(output),
+            "--no-progress",
+            "--threads",
+            "1",
+        ]
+    )
     assert "report written to" in capsys.readouterr().out
     report = json.loads((output / "report.json").read_text())
     for name in ("report.md", "measures.png", "embeddings.png"):
@@ -301,4 +328,3 @@ def test_quick_run_distils_and_writes_the_report(tmp_path, capsys):
         assert pc["knn_accuracy"]["mean"] >= untrained["knn_accuracy"]["mean"] + 0.15
         assert pc["spearman"]["mean"] >= untrained["spearman"]["mean"] + 0.3
     assert set(report["records"][0]["metrics"]) == set(MEASURES)
-

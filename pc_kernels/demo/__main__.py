@@ -31,14 +31,19 @@ def _name_list(text: str) -> tuple[str, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser of ``pc-distill`` (``python -m pc_kernels.demo``)."""
     parser = argparse.ArgumentParser(
         prog="pc-distill",
         description="Distil a label-trained teacher into small students without labels, with perception "
         "coherence and baseline losses, and compare them on held-out data.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--methods", type=_name_list, default=",".join(_DEFAULTS.methods),
-                        help=f"comma-separated methods among {','.join(DISTILLATION_METHODS)}")
+    parser.add_argument(
+        "--methods",
+        type=_name_list,
+        default=",".join(_DEFAULTS.methods),
+        help=f"comma-separated methods among {','.join(DISTILLATION_METHODS)}",
+    )
     parser.add_argument("--widths", type=_int_list, default=_joined(_DEFAULTS.widths), help="student embedding widths")
     parser.add_argument("--seeds", type=int, default=_DEFAULTS.seeds, help="student seeds per method and width")
     parser.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="base seed (also the teacher's)")
@@ -49,17 +54,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tau", type=float, default=_DEFAULTS.tau, help="perception coherence temperature")
     parser.add_argument("--backend", choices=BACKENDS, default=_DEFAULTS.backend, help="perception coherence backend")
     parser.add_argument("--device", default=_DEFAULTS.device, help="cpu, cuda or cuda:<index>")
-    parser.add_argument("--image-folder", default=None,
-                        help="local torchvision ImageFolder tree to use instead of the digits (needs torchvision)")
-    parser.add_argument("--image-size", type=int, default=_DEFAULTS.image_size,
-                        help="side images of --image-folder are resized to")
+    parser.add_argument(
+        "--image-folder",
+        default=None,
+        help="local torchvision ImageFolder tree to use instead of the digits (needs torchvision)",
+    )
+    parser.add_argument(
+        "--image-size", type=int, default=_DEFAULTS.image_size, help="side images of --image-folder are resized to"
+    )
     parser.add_argument("--eval-metric", choices=EVAL_METRICS, default=_DEFAULTS.eval_metric)
     parser.add_argument("--output", default=_DEFAULTS.output, help="report folder")
     parser.add_argument("--cache-dir", default=None, help="teacher cache folder (default ~/.cache/pc_kernels)")
-    parser.add_argument("--threads", type=int, default=_DEFAULTS.threads,
-                        help="CPU threads for torch; 0 keeps torch's own setting")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run defaults: one seed, widths 2 and 8, 5 epochs, batch 64 (explicit options win)")
+    parser.add_argument(
+        "--threads", type=int, default=_DEFAULTS.threads, help="CPU threads for torch; 0 keeps torch's own setting"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run defaults: one seed, widths 2 and 8, 5 epochs, batch 64 (explicit options win)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     return parser
 
@@ -67,11 +80,23 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> DemoConfig:
     """The validated ``DemoConfig`` for parsed command-line arguments."""
     config = DemoConfig(
-        methods=args.methods, widths=args.widths, seeds=args.seeds, seed=args.seed,
-        student_epochs=args.epochs, teacher_epochs=args.teacher_epochs, batch_size=args.batch_size,
-        lr=args.lr, tau=args.tau, backend=args.backend, device=args.device,
-        image_folder=args.image_folder, image_size=args.image_size, eval_metric=args.eval_metric,
-        output=args.output, cache_dir=args.cache_dir, progress=not args.no_progress,
+        methods=args.methods,
+        widths=args.widths,
+        seeds=args.seeds,
+        seed=args.seed,
+        student_epochs=args.epochs,
+        teacher_epochs=args.teacher_epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        tau=args.tau,
+        backend=args.backend,
+        device=args.device,
+        image_folder=args.image_folder,
+        image_size=args.image_size,
+        eval_metric=args.eval_metric,
+        output=args.output,
+        cache_dir=args.cache_dir,
+        progress=not args.no_progress,
         threads=args.threads or None,
     )
     return config.validated()
@@ -83,8 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         quick = _DEFAULTS.quick()
-        parser.set_defaults(seeds=quick.seeds, widths=_joined(quick.widths), epochs=quick.student_epochs,
-                            teacher_epochs=quick.teacher_epochs, batch_size=quick.batch_size)
+        parser.set_defaults(
+            seeds=quick.seeds,
+            widths=_joined(quick.widths),
+            epochs=quick.student_epochs,
+            teacher_epochs=quick.teacher_epochs,
+            batch_size=quick.batch_size,
+        )
         args = parser.parse_args(argv)
     try:
         config = config_from_args(args)

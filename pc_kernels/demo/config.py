@@ -69,11 +69,11 @@ class DemoConfig:
     progress: bool = True
     threads: int | None = 1
 
-    def quick(self) -> "DemoConfig":
+    def quick(self) -> DemoConfig:
         """A copy reduced to a smoke run: one seed, widths 2 and 8, 5 epochs of batches of 64."""
         return replace(self, seeds=1, widths=(2, 8), student_epochs=5, teacher_epochs=10, batch_size=64)
 
-    def validated(self) -> "DemoConfig":
+    def validated(self) -> DemoConfig:
         """Return a checked copy (tuples, floats, canonical device); raise on bad values."""
         methods = tuple(self.methods)
         unknown = [m for m in methods if m not in DISTILLATION_METHODS]
@@ -95,11 +95,12 @@ class DemoConfig:
             raise ValueError(f"seed must be an int >= 0; got {self.seed!r}")
         if not _is_int(self.batch_size) or self.batch_size < 3:
             raise ValueError(
-                f"batch_size must be an int >= 3 (ranks need a reference and two candidates); "
-                f"got {self.batch_size!r}"
+                f"batch_size must be an int >= 3 (ranks need a reference and two candidates); got {self.batch_size!r}"
             )
-        if isinstance(self.lr, bool) or not isinstance(self.lr, numbers.Real) or not (
-            math.isfinite(self.lr) and self.lr > 0
+        if (
+            isinstance(self.lr, bool)
+            or not isinstance(self.lr, numbers.Real)
+            or not (math.isfinite(self.lr) and self.lr > 0)
         ):
             raise ValueError(f"lr must be a finite real number > 0; got {self.lr!r}")
         tau = check_tau(self.tau)

@@ -39,6 +39,7 @@ class Split:
 
     @property
     def num_classes(self) -> int:
+        """Number of classes: the largest label + 1."""
         return int(torch.cat([self.train_y, self.test_y]).max()) + 1
 
     def fingerprint(self) -> str:
@@ -48,7 +49,8 @@ class Split:
             digest.update(tensor.numpy().tobytes())
         return digest.hexdigest()[:16]
 
-    def to(self, device: torch.device) -> "Split":
+    def to(self, device: torch.device) -> Split:
+        """A copy with every tensor on ``device``."""
         return Split(
             self.name,
             self.train_x.to(device),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -28,9 +28,11 @@ class PairLossModule(nn.Module):
         self.function = function
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        """The wrapped function's loss of student (n, p) and teacher (n, q) features."""
         return self.function(student, teacher)
 
     def extra_repr(self) -> str:
+        """The wrapped function's name, shown in the module's repr."""
         return self.function.__name__
 
 

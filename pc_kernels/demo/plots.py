@@ -10,8 +10,11 @@ from matplotlib.figure import Figure
 from .config import TEACHER, UNTRAINED
 from .experiment import ExperimentResult
 
-BAR_MEASURES = (("knn_accuracy", "5-NN accuracy"), ("spearman", "Spearman vs teacher"),
-                ("neighbour_overlap", "10-NN overlap with teacher"))
+BAR_MEASURES = (
+    ("knn_accuracy", "5-NN accuracy"),
+    ("spearman", "Spearman vs teacher"),
+    ("neighbour_overlap", "10-NN overlap with teacher"),
+)
 
 
 def plot_measures(result: ExperimentResult, path: Path) -> None:
@@ -24,11 +27,17 @@ def plot_measures(result: ExperimentResult, path: Path) -> None:
     axes = figure.subplots(1, len(BAR_MEASURES), squeeze=False)
     bar = 0.8 / len(methods)
     positions = np.arange(len(widths))
-    for axis, (measure, title) in zip(axes[0], BAR_MEASURES):
+    for axis, (measure, title) in zip(axes[0], BAR_MEASURES, strict=True):
         for i, method in enumerate(methods):
             stats = [summary[method][w][measure] for w in widths]
-            axis.bar(positions + (i - (len(methods) - 1) / 2) * bar, [s["mean"] for s in stats], bar,
-                     yerr=[s["std"] for s in stats], label=method, capsize=2)
+            axis.bar(
+                positions + (i - (len(methods) - 1) / 2) * bar,
+                [s["mean"] for s in stats],
+                bar,
+                yerr=[s["std"] for s in stats],
+                label=method,
+                capsize=2,
+            )
         axis.axhline(teacher[measure]["mean"], color="black", linestyle="--", linewidth=1, label=TEACHER)
         axis.set_xticks(positions, [str(w) for w in widths])
         axis.set_xlabel("student embedding width")
@@ -58,9 +67,9 @@ def plot_embeddings(result: ExperimentResult, path: Path) -> None:
     rows = -(-len(panels) // columns)
     figure = Figure(figsize=(3.2 * columns, 3.2 * rows))
     axes = figure.subplots(rows, columns, squeeze=False)
-    for axis in axes.flat[len(panels):]:
+    for axis in axes.flat[len(panels) :]:
         axis.axis("off")
-    for axis, (method, dim) in zip(axes.flat, panels):
+    for axis, (method, dim) in zip(axes.flat, panels, strict=False):
         points, how = _two_dimensional(result.embeddings[(method, dim)])
         axis.scatter(points[:, 0], points[:, 1], c=result.test_labels, cmap="tab10", s=4)
         axis.set_title(f"{method}, {dim}-d{how}", fontsize=9)

@@ -45,7 +45,7 @@ def terminal_table(result: ExperimentResult) -> str:
     """The results as an aligned plain-text table (mean ± std over seeds)."""
     rows = table_rows(result)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
 
@@ -79,7 +79,11 @@ def comparison(summary: Summary, methods: tuple[str, ...], widths: tuple[int, ..
             else:
                 verdict = "better" if difference > 0 else "worse"
             out[width][measure] = {
-                "pc": ours, "best": best, "best_method": best_method, "difference": difference, "verdict": verdict,
+                "pc": ours,
+                "best": best,
+                "best_method": best_method,
+                "difference": difference,
+                "verdict": verdict,
             }
     return out
 
