@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from dataclasses import replace
 
@@ -25,7 +26,7 @@ from pc_kernels.demo.evaluate import (
     recall_at_k,
     spearman_coherence,
 )
-from pc_kernels.demo.experiment import run_experiment
+from pc_kernels.demo.experiment import Stats, run_experiment
 from pc_kernels.demo.report import comparison
 from pc_kernels.demo.teacher_cache import load_or_train_teacher
 
@@ -260,14 +261,38 @@ def test_digits_split_is_fixed_and_stratified():
     [((0.80, 0.01), "better"), ((0.71, 0.02), "within 1 std"), ((0.695, 0.005), "within 1 std"), ((0.6, 0.0), "worse")],
 )
 def test_comparison_against_the_best_baseline(pc, verdict):
-    def stats(mean: float, std: float) -> dict[str, dict[str, float]]:
-        return {m: {"mean": mean, "std": std} for m in MEASURES}
+    def stats(mean: float, std: float) -> dict[str, Stats]:
+        return {m: {"mean": mean, "std": std, "seeds": 3} for m in MEASURES}
 
     summary = {"pc": {2: stats(*pc)}, "sp": {2: stats(0.7, 0.01)}, "pkt": {2: stats(0.5, 0.3)}}
     entry = comparison(summary, ("pc", "pkt", "sp"), (2,))[2]["spearman"]
     assert (entry["best_method"], entry["verdict"]) == ("sp", verdict)
     assert entry["difference"] == pytest.approx(pc[0] - 0.7)
     assert comparison(summary, ("pkt", "sp"), (2,)) == {}
+
+
+def test_one_seed_gets_no_verdict():
+    # With one seed the spread is unknown: even a large difference is no evidence either way.
+    def stats(mean: float) -> dict[str, Stats]:
+        return {m: {"mean": mean, "std": None, "seeds": 1} for m in MEASURES}
+
+    summary = {"pc": {2: stats(0.9), 8: stats(0.1)}, "sp": {2: stats(0.5), 8: stats(0.5)}}
+    table = comparison(summary, ("pc", "sp"), (2, 8))
+    assert {entry["verdict"] for by_measure in table.values() for entry in by_measure.values()} == {"n/a (1 seed)"}
+    assert table[2]["knn_accuracy"]["difference"] == pytest.approx(0.4)
+
+
+VERDICT = r"(better|worse|within 1 std|n/a \(1 seed\))"
+
+
+def _markdown_verdicts(text: str) -> list[str]:
+    """The verdict cells ("<verdict> (+0.012 vs rkd-angle)") of report.md's comparison table."""
+    return re.findall(VERDICT + r" \([+-]\d", text)
+
+
+def _printed_verdicts(text: str) -> list[str]:
+    """The verdict column of the printed comparison (rows "<width> <measure> <difference> <baseline> <verdict>")."""
+    return re.findall(r"^ *\d+ .* [+-]\d\.\d{3} +\S+ +" + VERDICT + "$", text, flags=re.MULTILINE)
 
 
 def test_teacher_cache_reuses_the_trained_weights(tmp_path):
@@ -314,8 +339,19 @@ def test_quick_run_distils_and_writes_the_report(tmp_path, capsys):
             "1",
         ]
     )
-    assert "report written to" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "report written to" in printed
     report = json.loads((output / "report.json").read_text())
+    markdown = (output / "report.md").read_text()
+    # --quick trains one seed per student: no spread is known, so no difference gets a verdict.
+    cells = len(report["config"]["widths"]) * len(MEASURES)
+    assert [c["verdict"] for w in report["comparison"].values() for c in w.values()] == ["n/a (1 seed)"] * cells
+    assert _printed_verdicts(printed) == ["n/a (1 seed)"] * cells
+    assert _markdown_verdicts(markdown) == ["n/a (1 seed)"] * cells
+    results = markdown.split("## Results")[1].split("## Perception coherence")[0]
+    assert "| pc |" in results and "±" not in results
+    assert report["summary"]["pc"]["2"]["spearman"]["std"] is None
+    assert report["summary"]["pc"]["2"]["spearman"]["seeds"] == 1
     for name in ("report.md", "measures.png", "embeddings.png"):
         assert (output / name).stat().st_size > 0
     summary = report["summary"]

@@ -29,6 +29,25 @@ from .train import StudentRun, distill_student, untrained_student
 Embedder = Callable[[torch.Tensor], torch.Tensor]
 
 
+class Stats(TypedDict):
+    """One measure of one model over its seeds.
+
+    Keys:
+        mean: the mean over seeds.
+        std: the sample standard deviation over seeds (ddof = 1); ``None`` (JSON null) for a
+            single seed, whose spread is unknown.
+        seeds: how many seeds the mean is over.
+    """
+
+    mean: float
+    std: float | None
+    seeds: int
+
+
+# method → width → measure (and "seconds_per_step") → its statistics over seeds.
+Summary = dict[str, dict[int, dict[str, Stats]]]
+
+
 @dataclass
 class Record:
     """The evaluation of one model: a (method, width, seed) student, or the teacher (width = its dim)."""
@@ -83,22 +102,22 @@ class ExperimentResult:
     embeddings: dict[tuple[str, int], np.ndarray] = field(repr=False)
     test_labels: np.ndarray = field(repr=False)
 
-    def summary(self) -> dict[str, dict[int, dict[str, dict[str, float]]]]:
-        """method → width → measure (and "seconds_per_step") → {"mean", "std"} over seeds.
+    def summary(self) -> Summary:
+        """method → width → measure (and "seconds_per_step") → its ``Stats`` over seeds.
 
-        std is the sample standard deviation (ddof = 1); 0 for a single seed.
+        The teacher is a single model: its std is always ``None``.
         """
         grouped: dict[str, dict[int, list[Record]]] = {}
         for record in self.records:
             grouped.setdefault(record.method, {}).setdefault(record.width, []).append(record)
-        out: dict[str, dict[int, dict[str, dict[str, float]]]] = {}
+        out: Summary = {}
         for method, by_width in grouped.items():
             for width, records in by_width.items():
                 values = {m: [r.metrics[m] for r in records] for m in MEASURES}
                 step_times = [r.seconds_per_step for r in records if r.seconds_per_step is not None]
                 if step_times:
                     values["seconds_per_step"] = step_times
-                out.setdefault(method, {})[width] = {name: _mean_std(v) for name, v in values.items()}
+                out.setdefault(method, {})[width] = {name: _stats(v) for name, v in values.items()}
         return out
 
     def to_json(self) -> dict[str, object]:
@@ -113,9 +132,9 @@ class ExperimentResult:
         }
 
 
-def _mean_std(values: list[float]) -> dict[str, float]:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"mean": statistics.fmean(values), "std": std}
+def _stats(values: list[float]) -> Stats:
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return {"mean": statistics.fmean(values), "std": std, "seeds": len(values)}
 
 
 @contextlib.contextmanager

@@ -34,7 +34,7 @@ def plot_measures(result: ExperimentResult, path: Path) -> None:
                 positions + (i - (len(methods) - 1) / 2) * bar,
                 [s["mean"] for s in stats],
                 bar,
-                yerr=[s["std"] for s in stats],
+                yerr=[0.0 if s["std"] is None else s["std"] for s in stats],  # none drawn for one seed
                 label=method,
                 capsize=2,
             )
