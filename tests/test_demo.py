@@ -12,6 +12,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from matplotlib.container import BarContainer
 from scipy.stats import spearmanr
 from sklearn.neighbors import KNeighborsClassifier
 
@@ -26,7 +27,8 @@ from pc_kernels.demo.evaluate import (
     recall_at_k,
     spearman_coherence,
 )
-from pc_kernels.demo.experiment import Stats, run_experiment
+from pc_kernels.demo.experiment import ExperimentResult, Record, Stats, TeacherInfo, run_experiment
+from pc_kernels.demo.plots import AXIS_MARGIN, measures_figure
 from pc_kernels.demo.report import comparison
 from pc_kernels.demo.teacher_cache import load_or_train_teacher
 
@@ -293,6 +295,71 @@ def _markdown_verdicts(text: str) -> list[str]:
 def _printed_verdicts(text: str) -> list[str]:
     """The verdict column of the printed comparison (rows "<width> <measure> <difference> <baseline> <verdict>")."""
     return re.findall(r"^ *\d+ .* [+-]\d\.\d{3} +\S+ +" + VERDICT + "$", text, flags=re.MULTILINE)
+
+
+@pytest.fixture
+def synthetic_result() -> ExperimentResult:
+    """A finished run made up here (3 seeds, widths 2 and 8): pc 0.01 to 0.03 above rkd-distance, far above
+    sp and the untrained student, below the teacher."""
+    config = DemoConfig(methods=("pc", "rkd-distance", "sp"), widths=(2, 8), seeds=3).validated()
+    base = {"untrained": 0.30, "pc": 0.84, "rkd-distance": 0.82, "sp": 0.60}
+    records = [Record("teacher", 64, 0, dict.fromkeys(MEASURES, 0.97))]
+    for width, seed in [(w, s) for w in config.widths for s in range(config.seeds)]:
+        for method, value in base.items():
+            shift = 0.01 * (width == 8) * (method == "pc") + 0.004 * seed * (method != "rkd-distance")
+            metrics = {m: value + shift + 0.001 * i for i, m in enumerate(MEASURES)}
+            records.append(Record(method, width, seed, metrics, seconds_per_step=1e-3))
+    generator = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 6)
+    embeddings = {(m, w): generator.normal(size=(60, w)) for m in base for w in config.widths}
+    embeddings[("teacher", 64)] = generator.normal(size=(60, 64))
+    teacher: TeacherInfo = {
+        "cache_file": "teacher.pt",
+        "loaded_from_cache": True,
+        "parameters": 1,
+        "feature_dim": 64,
+        "student_parameters": dict.fromkeys(config.widths, 1),
+    }
+    data = {"name": "synthetic", "train": 0, "test": 60, "features": 64}
+    return ExperimentResult(config, {}, data, teacher, records, embeddings, labels)
+
+
+def _in_fitted_limits(axis, values: list[float]) -> None:
+    """The axis's y-range holds every value and is at most the values' range plus the margins."""
+    low, high = axis.get_ylim()
+    assert low <= min(values) and high >= max(values)
+    assert high - low <= (max(values) - min(values)) * (1 + 2 * AXIS_MARGIN) + 1e-12
+
+
+def test_measures_figure_fits_each_axis_to_its_points(synthetic_result):
+    figure = measures_figure(synthetic_result)
+    summary = synthetic_result.summary()
+    table = comparison(summary, ("pc", "rkd-distance", "sp"), (2, 8))
+    measures = ("knn_accuracy", "spearman", "neighbour_overlap")
+    values_axes, difference_axes = figure.axes[:3], figure.axes[3:]
+    assert len(difference_axes) == 3
+    for axis in figure.axes:
+        # Points with error bars: no bar is read as a length from a zero the axis does not show.
+        assert not any(isinstance(c, BarContainer) for c in axis.containers)
+        assert axis.get_ylabel()
+    for axis, measure in zip(values_axes, measures, strict=True):
+        ends = [0.97 + 0.001 * MEASURES.index(measure)]
+        for method in ("untrained", "pc", "rkd-distance", "sp"):
+            for stats in (summary[method][w][measure] for w in (2, 8)):
+                std = stats["std"] or 0.0
+                ends += [stats["mean"] - std, stats["mean"] + std]
+        _in_fitted_limits(axis, ends)
+        assert axis.get_ylim()[0] > 0.2  # not from 0: the untrained student is the lowest point, at 0.3
+    for axis, measure in zip(difference_axes, measures, strict=True):
+        entries = [table[w][measure] for w in (2, 8)]
+        assert [e["difference"] for e in entries] == pytest.approx([0.024, 0.034])
+        ends = [0.0]
+        for e in entries:
+            threshold = max(e["pc"]["std"], e["best"]["std"])
+            ends += [e["difference"] - threshold, e["difference"] + threshold]
+        _in_fitted_limits(axis, ends)
+        low, high = axis.get_ylim()
+        assert high - low < 0.05  # differences of 0.01 are a fifth of the panel or more
 
 
 def test_teacher_cache_reuses_the_trained_weights(tmp_path):
