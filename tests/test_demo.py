@@ -12,6 +12,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from matplotlib.colors import to_rgba
 from matplotlib.container import BarContainer
 from scipy.stats import spearmanr
 from sklearn.neighbors import KNeighborsClassifier
@@ -28,7 +29,7 @@ from pc_kernels.demo.evaluate import (
     spearman_coherence,
 )
 from pc_kernels.demo.experiment import ExperimentResult, Record, Stats, TeacherInfo, run_experiment
-from pc_kernels.demo.plots import AXIS_MARGIN, measures_figure
+from pc_kernels.demo.plots import AXIS_MARGIN, embeddings_figure, measures_figure
 from pc_kernels.demo.report import comparison
 from pc_kernels.demo.teacher_cache import load_or_train_teacher
 
@@ -254,6 +255,7 @@ def test_digits_split_is_fixed_and_stratified():
     first, second = load_digits_split(), load_digits_split()
     assert first.fingerprint() == second.fingerprint()
     assert (len(first.train_y), len(first.test_y)) == (1347, 450)
+    assert first.class_names == tuple("0123456789")
     per_class = torch.bincount(torch.cat([first.train_y, first.test_y]))
     assert (torch.bincount(first.test_y) - 0.25 * per_class).abs().max() <= 1
 
@@ -321,7 +323,8 @@ def synthetic_result() -> ExperimentResult:
         "student_parameters": dict.fromkeys(config.widths, 1),
     }
     data = {"name": "synthetic", "train": 0, "test": 60, "features": 64}
-    return ExperimentResult(config, {}, data, teacher, records, embeddings, labels)
+    names = tuple(f"class {c}" for c in range(10))
+    return ExperimentResult(config, {}, data, teacher, records, embeddings, labels, names)
 
 
 def _in_fitted_limits(axis, values: list[float]) -> None:
@@ -360,6 +363,20 @@ def test_measures_figure_fits_each_axis_to_its_points(synthetic_result):
         _in_fitted_limits(axis, ends)
         low, high = axis.get_ylim()
         assert high - low < 0.05  # differences of 0.01 are a fifth of the panel or more
+
+
+def test_embeddings_figure_names_the_colour_of_every_class(synthetic_result):
+    figure = embeddings_figure(synthetic_result)
+    (legend,) = figure.legends
+    assert [text.get_text() for text in legend.get_texts()] == [f"class {c}" for c in range(10)]
+    legend_colours = np.array([to_rgba(handle.get_color()) for handle in legend.legend_handles])
+    assert len({tuple(c) for c in legend_colours}) == 10
+    panels = [axis for axis in figure.axes if axis.collections]
+    assert len(panels) == 5  # the teacher, the untrained student and the three methods
+    for axis in panels:
+        (points,) = axis.collections
+        # Each point has its class's legend colour.
+        assert np.array_equal(points.get_facecolors(), legend_colours[synthetic_result.test_labels])
 
 
 def test_teacher_cache_reuses_the_trained_weights(tmp_path):

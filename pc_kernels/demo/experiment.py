@@ -92,6 +92,7 @@ class ExperimentResult:
         embeddings: (method, width) → first seed's held-out embeddings (n_test, width), for plots;
             ``(TEACHER, q)`` holds the teacher's features.
         test_labels: (n_test,) held-out labels, for plots.
+        class_names: the name of each label, indexed by label, for plots.
     """
 
     config: DemoConfig
@@ -101,6 +102,7 @@ class ExperimentResult:
     records: list[Record]
     embeddings: dict[tuple[str, int], np.ndarray] = field(repr=False)
     test_labels: np.ndarray = field(repr=False)
+    class_names: tuple[str, ...] = field(repr=False)
 
     def summary(self) -> Summary:
         """method → width → measure (and "seconds_per_step") → its ``Stats`` over seeds.
@@ -271,4 +273,5 @@ def run_experiment(config: DemoConfig) -> ExperimentResult:
         records=records,
         embeddings=embeddings,
         test_labels=split.test_y.numpy(),
+        class_names=split.class_names,
     )

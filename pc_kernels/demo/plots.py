@@ -6,8 +6,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from .config import TEACHER, UNTRAINED
 from .experiment import ExperimentResult
@@ -142,26 +144,48 @@ def _two_dimensional(points: np.ndarray) -> tuple[np.ndarray, str]:
     return centred @ components[:2].T, " (PCA)"
 
 
-def plot_embeddings(result: ExperimentResult, path: Path) -> None:
-    """Scatter of the held-out embeddings at the smallest width (first seed), coloured by label."""
+def class_colours(classes: int) -> np.ndarray:
+    """(classes, 4) RGBA colours, one per label: tab10 up to 10 classes, tab20 up to 20, else turbo."""
+    if classes <= 20:
+        # Integer arguments index a listed colormap's colours directly.
+        return colormaps["tab10" if classes <= 10 else "tab20"](np.arange(classes))
+    return colormaps["turbo"](np.linspace(0.0, 1.0, classes))
+
+
+def embeddings_figure(result: ExperimentResult) -> Figure:
+    """Scatter of the held-out embeddings at the smallest width (first seed), coloured by label, with a
+    legend naming the classes."""
+    names = result.class_names
+    colours = class_colours(len(names))
     width = min(result.config.widths)
     panels = [(TEACHER, next(w for m, w in result.embeddings if m == TEACHER))]
     panels += [(m, width) for m in (UNTRAINED, *result.config.methods)]
     columns = min(4, len(panels))
     rows = -(-len(panels) // columns)
-    figure = Figure(figsize=(3.2 * columns, 3.2 * rows))
+    legend_rows = -(-len(names) // 10)
+    figure = Figure(figsize=(3.2 * columns, 3.2 * rows + 0.3 * legend_rows))
     axes = figure.subplots(rows, columns, squeeze=False)
     for axis in axes.flat[len(panels) :]:
         axis.axis("off")
     for axis, (method, dim) in zip(axes.flat, panels, strict=False):
         points, how = _two_dimensional(result.embeddings[(method, dim)])
-        axis.scatter(points[:, 0], points[:, 1], c=result.test_labels, cmap="tab10", s=4)
+        axis.scatter(points[:, 0], points[:, 1], c=colours[result.test_labels], s=4)
         axis.set_title(f"{method}, {dim}-d{how}", fontsize=9)
         axis.set_xticks([])
         axis.set_yticks([])
     figure.suptitle("held-out embeddings, coloured by label (labels unused in distillation)", fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    handles = [
+        Line2D([], [], marker="o", linestyle="", markersize=5, color=colour, label=name)
+        for name, colour in zip(names, colours, strict=True)
+    ]
+    figure.legend(handles=handles, title="label", loc="lower center", ncol=min(len(names), 10), fontsize=8)
+    figure.tight_layout(rect=(0, (0.3 + 0.3 * legend_rows) / figure.get_figheight(), 1, 1))
+    return figure
+
+
+def plot_embeddings(result: ExperimentResult, path: Path) -> None:
+    """Write ``embeddings_figure(result)`` to ``path`` (PNG)."""
+    embeddings_figure(result).savefig(path, dpi=110)
 
 
 def write_figures(result: ExperimentResult, folder: Path) -> list[str]:
