@@ -3,6 +3,7 @@ brute-force oracles written here, option errors, the teacher cache, and a quick 
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
@@ -17,8 +18,9 @@ from matplotlib.container import BarContainer
 from scipy.stats import spearmanr
 from sklearn.neighbors import KNeighborsClassifier
 
+from pc_kernels import available_backends
 from pc_kernels.demo import baselines
-from pc_kernels.demo.__main__ import main
+from pc_kernels.demo.__main__ import build_parser, main
 from pc_kernels.demo.config import DemoConfig
 from pc_kernels.demo.data import load_digits_split, load_image_folder_split
 from pc_kernels.demo.evaluate import (
@@ -220,26 +222,105 @@ def test_bad_settings_raise_naming_the_option(changes, message):
         replace(DemoConfig(), **changes).validated()
 
 
+def _run_cli(argv: list[str], tmp_path) -> None:
+    main([*argv, "--cache-dir", str(tmp_path), "--output", str(tmp_path / "out"), "--no-progress"])
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--methods", "pc,dino"], "methods must be"),
-        (["--batch-size", "2"], "batch_size must be an int >= 3"),
-        (["--image-folder", "/no/such/folder"], "image_folder must be an existing folder"),
-        (["--batch-size", "5000"], "batch_size must be <= the 1347 training samples"),
+        (["--methods", "pc,dino"], "argument --methods: must be distinct comma-separated names among pc,"),
+        (["--methods", "pc,pc"], "argument --methods: must be distinct"),
+        (["--methods", ","], "argument --methods: must be distinct"),
+        (["--widths", "2,0"], "argument --widths: must be distinct comma-separated ints >= 1"),
+        (["--widths", "2,x"], "argument --widths: must be distinct comma-separated ints >= 1"),
+        (["--widths", "4,4"], "argument --widths: must be distinct comma-separated ints >= 1"),
+        (["--seeds", "0"], "argument --seeds: must be an int >= 1"),
+        (["--seed", "-1"], "argument --seed: must be an int >= 0"),
+        (["--epochs", "0"], "argument --epochs: must be an int >= 1"),
+        (["--epochs", "2.5"], "argument --epochs: must be an int >= 1"),
+        (["--teacher-epochs", "-3"], "argument --teacher-epochs: must be an int >= 1"),
+        (["--batch-size", "2"], "argument --batch-size: must be an int >= 3"),
+        (["--lr", "0"], "argument --lr: must be a finite number > 0"),
+        (["--lr", "inf"], "argument --lr: must be a finite number > 0"),
+        (["--tau", "-0.1"], "argument --tau: must be a finite number > 0"),
+        (["--tau", "nan"], "argument --tau: must be a finite number > 0"),
+        (["--image-size", "0"], "argument --image-size: must be an int >= 1"),
+        (["--threads", "-1"], "argument --threads: must be an int >= 0"),
+        (["--device", "tpu"], "argument --device: device must be 'cpu', 'cuda' or 'cuda:<index>'"),
+        (["--image-folder", "/no/such/folder"], "argument --image-folder: must be an existing folder"),
+        (["--eval-metric", "manhattan"], "argument --eval-metric: invalid choice: 'manhattan'"),
+        (["--batch-size", "5000"], "batch_size must be <= the 1347 training samples; got 5000"),
     ],
 )
 def test_command_line_rejects_bad_options(argv, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
-        main([*argv, "--cache-dir", str(tmp_path), "--output", str(tmp_path / "out"), "--no-progress"])
+        _run_cli(argv, tmp_path)
     assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert message in error
+    assert repr(argv[1]) in error or argv[1] in error  # the value received
+
+
+def test_command_line_rejects_triton_where_it_cannot_run(capsys, tmp_path, monkeypatch):
+    # On a CPU device triton runs only under its interpreter, which the tests switch on (conftest.py).
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert "triton" not in available_backends("cpu")
+    with pytest.raises(SystemExit) as exit_info:
+        _run_cli(["--backend", "triton", "--device", "cpu"], tmp_path)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "argument --backend: 'triton' cannot run on device 'cpu' here" in error
+    assert "accepted for this device: 'auto', 'reference', 'torch'" in error
+    with pytest.raises(ValueError, match="backend 'triton' cannot run on device 'cpu'"):
+        DemoConfig(backend="triton").validated()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
-def test_cuda_device_without_cuda_is_a_clear_error():
+def test_cuda_device_without_cuda_is_a_clear_error(capsys, tmp_path):
     with pytest.raises(ValueError, match="CUDA is not available"):
         DemoConfig(device="cuda").validated()
+    with pytest.raises(SystemExit) as exit_info:
+        _run_cli(["--device", "cuda"], tmp_path)
+    assert exit_info.value.code == 2
+    assert "argument --device: device 'cuda' was asked for but CUDA is not available here" in capsys.readouterr().err
+
+
+def _help_entries(text: str) -> dict[str, str]:
+    """option → its help text, from ``--help`` output (entries start with "  -"; help follows the
+    option after two or more spaces, or on the indented lines below it)."""
+    entries: dict[str, str] = {}
+    lines = text.split("options:\n", 1)[1].splitlines()
+    for i, line in enumerate(lines):
+        if not line.startswith("  -"):
+            continue
+        invocation, _, help_start = line.strip().partition("  ")
+        rest = []
+        for following in lines[i + 1 :]:
+            if following.startswith("  -") or not following.strip():
+                break
+            rest.append(following.strip())
+        entries[invocation.split()[0].rstrip(",")] = " ".join([help_start.strip(), *rest]).strip()
+    return entries
+
+
+def test_help_gives_every_option_help_and_each_default_once(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    entries = _help_entries(capsys.readouterr().out)
+    parser = build_parser()
+    options = {a.option_strings[0]: a for a in parser._actions}
+    assert set(entries) == set(options)
+    for option, text in entries.items():
+        default = options[option].default
+        stated = re.findall(r"\(default: ([^)]*)\)", text)
+        described = re.sub(r"\(default: [^)]*\)", "", text).strip()
+        assert described, f"{option} has no help text"
+        assert len(re.findall(r"\bdefault\b", text, flags=re.IGNORECASE)) <= 1, f"{option}: {text}"
+        if default is not None and default is not argparse.SUPPRESS and not isinstance(default, bool):
+            assert stated == [str(default)], f"{option}: {text}"
 
 
 def test_image_folder_errors_without_torchvision(tmp_path, monkeypatch):

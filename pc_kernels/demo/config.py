@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from .. import available_backends
 from ..options import BACKENDS, check_tau
 
 # Distillation methods trained without labels from the teacher's features (see objectives.py).
@@ -106,6 +107,10 @@ class DemoConfig:
         tau = check_tau(self.tau)
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {self.backend!r}")
+        device = check_device(self.device)
+        unusable = backend_unusable(self.backend, device)
+        if unusable:
+            raise ValueError(f"backend {unusable}")
         if self.eval_metric not in EVAL_METRICS:
             raise ValueError(f"eval_metric must be one of {', '.join(EVAL_METRICS)}; got {self.eval_metric!r}")
         if self.image_folder is not None and not Path(self.image_folder).is_dir():
@@ -116,12 +121,25 @@ class DemoConfig:
             widths=widths,
             lr=float(self.lr),
             tau=tau,
-            device=str(check_device(self.device)),
+            device=str(device),
         )
 
 
 def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def backend_unusable(backend: str, device: torch.device) -> str | None:
+    """``None`` if the perception coherence ``backend`` can run on ``device`` here, else why not:
+    the backend, the device and the backends accepted for it."""
+    usable = available_backends(device)
+    if backend == "auto" or backend in usable:
+        return None
+    why = ""
+    if backend == "triton":
+        why = " (triton needs a CUDA device and an installed triton: pip install triton)"
+    accepted = ", ".join(repr(name) for name in ("auto", *usable))
+    return f"{backend!r} cannot run on device {str(device)!r} here{why}; accepted for this device: {accepted}"
 
 
 def check_device(device: str) -> torch.device:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..backends import resolve_backend
+from .. import resolve_backend
 from .config import TEACHER, UNTRAINED, DemoConfig
 from .data import Split, load_digits_split, load_image_folder_split
 from .evaluate import MEASURES, evaluate_embeddings

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..loss import PerceptionCoherenceLoss
+from .. import PerceptionCoherenceLoss
 from .baselines import FitNetHint, pkt_loss, rkd_angle_loss, rkd_distance_loss, similarity_preserving_loss
 
 PairLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
