@@ -20,4 +20,4 @@ __all__ = [
     "resolve_backend",
     "soft_ranks",
 ]
-__version__ = "0.1.0"
+from ._version import __version__

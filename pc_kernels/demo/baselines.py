@@ -103,6 +103,7 @@ def similarity_preserving_loss(student: torch.Tensor, teacher: torch.Tensor) -> 
     Matches the batch's Gram matrices after L2-normalising each of their rows.
     Reduction: the squared Frobenius distance divided by n², as in the paper.
     """
+
     # G = X Xᵀ,  G~_i· = G_i· / ||G_i·||_2,  L = ||G~_S − G~_T||_F² / n²
     def normalized_gram(x: torch.Tensor) -> torch.Tensor:
         return F.normalize(x @ x.T, dim=1)
@@ -127,4 +128,5 @@ class FitNetHint(nn.Module):
         self.projector = nn.Linear(student_dim, teacher_dim)
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        """The hint loss of student (n, student_dim) and teacher (n, teacher_dim) features: a scalar."""
         return F.mse_loss(self.projector(student), teacher)

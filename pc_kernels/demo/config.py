@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from .. import available_backends
 from ..options import BACKENDS, check_tau
 
 # Distillation methods trained without labels from the teacher's features (see objectives.py).
@@ -69,11 +70,11 @@ class DemoConfig:
     progress: bool = True
     threads: int | None = 1
 
-    def quick(self) -> "DemoConfig":
+    def quick(self) -> DemoConfig:
         """A copy reduced to a smoke run: one seed, widths 2 and 8, 5 epochs of batches of 64."""
         return replace(self, seeds=1, widths=(2, 8), student_epochs=5, teacher_epochs=10, batch_size=64)
 
-    def validated(self) -> "DemoConfig":
+    def validated(self) -> DemoConfig:
         """Return a checked copy (tuples, floats, canonical device); raise on bad values."""
         methods = tuple(self.methods)
         unknown = [m for m in methods if m not in DISTILLATION_METHODS]
@@ -95,16 +96,21 @@ class DemoConfig:
             raise ValueError(f"seed must be an int >= 0; got {self.seed!r}")
         if not _is_int(self.batch_size) or self.batch_size < 3:
             raise ValueError(
-                f"batch_size must be an int >= 3 (ranks need a reference and two candidates); "
-                f"got {self.batch_size!r}"
+                f"batch_size must be an int >= 3 (ranks need a reference and two candidates); got {self.batch_size!r}"
             )
-        if isinstance(self.lr, bool) or not isinstance(self.lr, numbers.Real) or not (
-            math.isfinite(self.lr) and self.lr > 0
+        if (
+            isinstance(self.lr, bool)
+            or not isinstance(self.lr, numbers.Real)
+            or not (math.isfinite(self.lr) and self.lr > 0)
         ):
             raise ValueError(f"lr must be a finite real number > 0; got {self.lr!r}")
         tau = check_tau(self.tau)
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {self.backend!r}")
+        device = check_device(self.device)
+        unusable = backend_unusable(self.backend, device)
+        if unusable:
+            raise ValueError(f"backend {unusable}")
         if self.eval_metric not in EVAL_METRICS:
             raise ValueError(f"eval_metric must be one of {', '.join(EVAL_METRICS)}; got {self.eval_metric!r}")
         if self.image_folder is not None and not Path(self.image_folder).is_dir():
@@ -115,12 +121,25 @@ class DemoConfig:
             widths=widths,
             lr=float(self.lr),
             tau=tau,
-            device=str(check_device(self.device)),
+            device=str(device),
         )
 
 
 def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def backend_unusable(backend: str, device: torch.device) -> str | None:
+    """``None`` if the perception coherence ``backend`` can run on ``device`` here, else why not:
+    the backend, the device and the backends accepted for it."""
+    usable = available_backends(device)
+    if backend == "auto" or backend in usable:
+        return None
+    why = ""
+    if backend == "triton":
+        why = " (triton needs a CUDA device and an installed triton: pip install triton)"
+    accepted = ", ".join(repr(name) for name in ("auto", *usable))
+    return f"{backend!r} cannot run on device {str(device)!r} here{why}; accepted for this device: {accepted}"
 
 
 def check_device(device: str) -> torch.device:

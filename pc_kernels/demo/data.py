@@ -29,6 +29,7 @@ class Split:
         train_y: (n_train,) int64 labels (used by the teacher and by evaluation only).
         test_x: (n_test, d) float32 features.
         test_y: (n_test,) int64 labels.
+        class_names: the name of each label, indexed by label (digits: "0" … "9").
     """
 
     name: str
@@ -36,9 +37,11 @@ class Split:
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+    class_names: tuple[str, ...]
 
     @property
     def num_classes(self) -> int:
+        """Number of classes: the largest label + 1."""
         return int(torch.cat([self.train_y, self.test_y]).max()) + 1
 
     def fingerprint(self) -> str:
@@ -48,17 +51,19 @@ class Split:
             digest.update(tensor.numpy().tobytes())
         return digest.hexdigest()[:16]
 
-    def to(self, device: torch.device) -> "Split":
+    def to(self, device: torch.device) -> Split:
+        """A copy with every tensor on ``device``."""
         return Split(
             self.name,
             self.train_x.to(device),
             self.train_y.to(device),
             self.test_x.to(device),
             self.test_y.to(device),
+            self.class_names,
         )
 
 
-def _split(name: str, x: np.ndarray, y: np.ndarray) -> Split:
+def _split(name: str, x: np.ndarray, y: np.ndarray, class_names: tuple[str, ...]) -> Split:
     from sklearn.model_selection import train_test_split
 
     train_x, test_x, train_y, test_y = train_test_split(
@@ -70,6 +75,7 @@ def _split(name: str, x: np.ndarray, y: np.ndarray) -> Split:
         _tensor(train_y, np.int64),
         _tensor(test_x, np.float32),
         _tensor(test_y, np.int64),
+        class_names,
     )
 
 
@@ -82,7 +88,8 @@ def load_digits_split() -> Split:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    return _split("scikit-learn digits (8x8)", digits.data / 16.0, digits.target)
+    names = tuple(str(name) for name in digits.target_names)
+    return _split("scikit-learn digits (8x8)", digits.data / 16.0, digits.target, names)
 
 
 def load_image_folder_split(folder: str | Path, image_size: int) -> Split:
@@ -114,4 +121,4 @@ def load_image_folder_split(folder: str | Path, image_size: int) -> Split:
         raise ValueError(f"image_folder must hold at least two class sub-folders; {str(root)!r} has {dataset.classes}")
     x = np.stack([image.reshape(-1).numpy() for image, _ in dataset])
     y = np.asarray(dataset.targets)
-    return _split(f"ImageFolder {root.name} ({image_size}x{image_size} grayscale)", x, y)
+    return _split(f"ImageFolder {root.name} ({image_size}x{image_size} grayscale)", x, y, tuple(dataset.classes))

@@ -48,8 +48,12 @@ def _without_self(distances: np.ndarray) -> np.ndarray:
 
 
 def knn_accuracy(
-    gallery: torch.Tensor, gallery_y: torch.Tensor, queries: torch.Tensor, queries_y: torch.Tensor,
-    metric: str, k: int = KNN_NEIGHBOURS,
+    gallery: torch.Tensor,
+    gallery_y: torch.Tensor,
+    queries: torch.Tensor,
+    queries_y: torch.Tensor,
+    metric: str,
+    k: int = KNN_NEIGHBOURS,
 ) -> float:
     """Fraction of queries (m, d) whose k nearest gallery (n, d) samples vote their label.
 
@@ -88,13 +92,11 @@ def spearman_coherence(student: torch.Tensor, teacher: torch.Tensor, metric: str
     return float(rho.mean())
 
 
-def neighbour_overlap(
-    student: torch.Tensor, teacher: torch.Tensor, metric: str, k: int = OVERLAP_NEIGHBOURS
-) -> float:
+def neighbour_overlap(student: torch.Tensor, teacher: torch.Tensor, metric: str, k: int = OVERLAP_NEIGHBOURS) -> float:
     """Mean over samples of the fraction of the teacher's k nearest others that are also the student's."""
     near_s = _nearest(_without_self(distance_matrix(student, student, metric)), k)
     near_t = _nearest(_without_self(distance_matrix(teacher, teacher, metric)), k)
-    shared = [len(np.intersect1d(a, b)) for a, b in zip(near_s, near_t)]
+    shared = [len(np.intersect1d(a, b)) for a, b in zip(near_s, near_t, strict=True)]
     return float(np.mean(shared) / k)
 
 

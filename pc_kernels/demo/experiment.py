@@ -12,12 +12,13 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..backends import resolve_backend
+from .. import resolve_backend
 from .config import TEACHER, UNTRAINED, DemoConfig
 from .data import Split, load_digits_split, load_image_folder_split
 from .evaluate import MEASURES, evaluate_embeddings
@@ -26,6 +27,25 @@ from .teacher_cache import default_cache_dir, load_or_train_teacher
 from .train import StudentRun, distill_student, untrained_student
 
 Embedder = Callable[[torch.Tensor], torch.Tensor]
+
+
+class Stats(TypedDict):
+    """One measure of one model over its seeds.
+
+    Keys:
+        mean: the mean over seeds.
+        std: the sample standard deviation over seeds (ddof = 1); ``None`` (JSON null) for a
+            single seed, whose spread is unknown.
+        seeds: how many seeds the mean is over.
+    """
+
+    mean: float
+    std: float | None
+    seeds: int
+
+
+# method → width → measure (and "seconds_per_step") → its statistics over seeds.
+Summary = dict[str, dict[int, dict[str, Stats]]]
 
 
 @dataclass
@@ -41,6 +61,24 @@ class Record:
     final_loss: float | None = None
 
 
+class TeacherInfo(TypedDict):
+    """The teacher of a run (``ExperimentResult.teacher``).
+
+    Keys:
+        cache_file: the file its weights were loaded from or saved to.
+        loaded_from_cache: whether it was loaded rather than trained.
+        parameters: its parameter count.
+        feature_dim: the width q of the features the students distil.
+        student_parameters: student width → the student's parameter count.
+    """
+
+    cache_file: str
+    loaded_from_cache: bool
+    parameters: int
+    feature_dim: int
+    student_parameters: dict[int, int]
+
+
 @dataclass
 class ExperimentResult:
     """Everything a report is made of.
@@ -49,39 +87,43 @@ class ExperimentResult:
         config: the validated settings.
         environment: device, versions, date, threads, the perception coherence backend used.
         data: dataset name and split sizes.
-        teacher: the teacher's cache file, whether it was cached, its parameter count.
+        teacher: the teacher's cache file, whether it was cached, its and the students' sizes.
         records: one per evaluated model.
         embeddings: (method, width) → first seed's held-out embeddings (n_test, width), for plots;
             ``(TEACHER, q)`` holds the teacher's features.
         test_labels: (n_test,) held-out labels, for plots.
+        class_names: the name of each label, indexed by label, for plots.
     """
 
     config: DemoConfig
     environment: dict[str, object]
     data: dict[str, object]
-    teacher: dict[str, object]
+    teacher: TeacherInfo
     records: list[Record]
     embeddings: dict[tuple[str, int], np.ndarray] = field(repr=False)
     test_labels: np.ndarray = field(repr=False)
+    class_names: tuple[str, ...] = field(repr=False)
 
-    def summary(self) -> dict[str, dict[int, dict[str, dict[str, float]]]]:
-        """method → width → measure (and "seconds_per_step") → {"mean", "std"} over seeds.
+    def summary(self) -> Summary:
+        """method → width → measure (and "seconds_per_step") → its ``Stats`` over seeds.
 
-        std is the sample standard deviation (ddof = 1); 0 for a single seed.
+        The teacher is a single model: its std is always ``None``.
         """
         grouped: dict[str, dict[int, list[Record]]] = {}
         for record in self.records:
             grouped.setdefault(record.method, {}).setdefault(record.width, []).append(record)
-        out: dict[str, dict[int, dict[str, dict[str, float]]]] = {}
+        out: Summary = {}
         for method, by_width in grouped.items():
             for width, records in by_width.items():
                 values = {m: [r.metrics[m] for r in records] for m in MEASURES}
-                if records[0].seconds_per_step is not None:
-                    values["seconds_per_step"] = [r.seconds_per_step for r in records]
-                out.setdefault(method, {})[width] = {name: _mean_std(v) for name, v in values.items()}
+                step_times = [r.seconds_per_step for r in records if r.seconds_per_step is not None]
+                if step_times:
+                    values["seconds_per_step"] = step_times
+                out.setdefault(method, {})[width] = {name: _stats(v) for name, v in values.items()}
         return out
 
     def to_json(self) -> dict[str, object]:
+        """The result as JSON-serialisable data: settings, environment, data, teacher, records, summary."""
         return {
             "config": asdict(self.config),
             "environment": self.environment,
@@ -92,9 +134,9 @@ class ExperimentResult:
         }
 
 
-def _mean_std(values: list[float]) -> dict[str, float]:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"mean": statistics.fmean(values), "std": std}
+def _stats(values: list[float]) -> Stats:
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return {"mean": statistics.fmean(values), "std": std, "seeds": len(values)}
 
 
 @contextlib.contextmanager
@@ -158,13 +200,16 @@ def run_experiment(config: DemoConfig) -> ExperimentResult:
     if config.batch_size > n_train:
         raise ValueError(f"batch_size must be <= the {n_train} training samples; got {config.batch_size}")
     cache_dir = Path(config.cache_dir) if config.cache_dir is not None else default_cache_dir()
-    np.random.seed(config.seed)
     on_device = split.to(device)
     with run_settings(config.threads):
         environment = _environment(config, device)
         teacher, cache_file, cached = load_or_train_teacher(
-            split, epochs=config.teacher_epochs, seed=config.seed, device=device,
-            cache_dir=cache_dir, progress=config.progress,
+            split,
+            epochs=config.teacher_epochs,
+            seed=config.seed,
+            device=device,
+            cache_dir=cache_dir,
+            progress=config.progress,
         )
         with torch.no_grad():
             teacher_train = teacher.features(on_device.train_x)
@@ -176,8 +221,12 @@ def run_experiment(config: DemoConfig) -> ExperimentResult:
         def record(method: str, width: int, seed: int, model: Embedder, run: StudentRun | None) -> None:
             test_embedding = _embed(model, on_device.test_x)
             metrics = evaluate_embeddings(
-                _embed(model, on_device.train_x), split.train_y, test_embedding, split.test_y,
-                teacher_test, config.eval_metric,
+                _embed(model, on_device.train_x),
+                split.train_y,
+                test_embedding,
+                split.test_y,
+                teacher_test,
+                config.eval_metric,
             )
             cost = (run.seconds_per_step, run.steps, run.final_loss) if run is not None else (None, None, None)
             records.append(Record(method, width, seed, metrics, *cost))
@@ -185,16 +234,28 @@ def run_experiment(config: DemoConfig) -> ExperimentResult:
 
         record(TEACHER, teacher_test.shape[1], config.seed, teacher.features, None)
         seeds = range(config.seed, config.seed + config.seeds)
-        jobs = tqdm(total=len(config.widths) * len(seeds) * len(config.methods), desc="students",
-                    unit="student", disable=not config.progress)
+        jobs = tqdm(
+            total=len(config.widths) * len(seeds) * len(config.methods),
+            desc="students",
+            unit="student",
+            disable=not config.progress,
+        )
         with jobs:
             for width, seed in itertools.product(config.widths, seeds):
                 record(UNTRAINED, width, seed, untrained_student(split.train_x.shape[1], width, seed, device), None)
                 for method in config.methods:
                     run = distill_student(
-                        method, on_device.train_x, teacher_train, width=width, seed=seed,
-                        epochs=config.student_epochs, batch_size=config.batch_size, lr=config.lr,
-                        tau=config.tau, backend=config.backend, progress=config.progress,
+                        method,
+                        on_device.train_x,
+                        teacher_train,
+                        width=width,
+                        seed=seed,
+                        epochs=config.student_epochs,
+                        batch_size=config.batch_size,
+                        lr=config.lr,
+                        tau=config.tau,
+                        backend=config.backend,
+                        progress=config.progress,
                     )
                     record(method, width, seed, run.model, run)
                     jobs.update()
@@ -212,4 +273,5 @@ def run_experiment(config: DemoConfig) -> ExperimentResult:
         records=records,
         embeddings=embeddings,
         test_labels=split.test_y.numpy(),
+        class_names=split.class_names,
     )

@@ -14,7 +14,7 @@ STUDENT_HIDDEN = 32
 def _mlp(sizes: tuple[int, ...]) -> nn.Sequential:
     """Linear layers between consecutive ``sizes``, each but the last followed by ReLU."""
     layers: list[nn.Module] = []
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(nn.Linear(fan_in, fan_out))
         if i < len(sizes) - 2:
             layers.append(nn.ReLU())
@@ -37,6 +37,7 @@ class Teacher(nn.Module):
         return self.body(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, d) inputs → (n, classes) logits."""
         return self.head(self.features(x))
 
 
@@ -46,4 +47,5 @@ def student(in_features: int, width: int) -> nn.Sequential:
 
 
 def parameter_count(model: nn.Module) -> int:
+    """Number of scalar parameters of ``model``."""
     return sum(p.numel() for p in model.parameters())

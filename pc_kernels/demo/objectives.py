@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from ..loss import PerceptionCoherenceLoss
+from .. import PerceptionCoherenceLoss
 from .baselines import FitNetHint, pkt_loss, rkd_angle_loss, rkd_distance_loss, similarity_preserving_loss
 
 PairLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -28,9 +28,11 @@ class PairLossModule(nn.Module):
         self.function = function
 
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        """The wrapped function's loss of student (n, p) and teacher (n, q) features."""
         return self.function(student, teacher)
 
     def extra_repr(self) -> str:
+        """The wrapped function's name, shown in the module's repr."""
         return self.function.__name__
 
 

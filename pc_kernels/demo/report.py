@@ -1,13 +1,15 @@
-"""The run's report: a terminal table, a comparison of "pc" with the best baseline, JSON and Markdown."""
+"""The run's report: terminal tables, a comparison of "pc" with the best baseline, JSON and Markdown."""
 
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
+from typing import TypedDict
 
 from .config import TEACHER, UNTRAINED
 from .evaluate import MEASURES
-from .experiment import ExperimentResult
+from .experiment import ExperimentResult, Stats, Summary
 
 HEADERS = {
     "knn_accuracy": "5-NN acc",
@@ -18,18 +20,40 @@ HEADERS = {
     "seconds_per_step": "ms/step",
 }
 OURS = "pc"
-Summary = dict[str, dict[int, dict[str, dict[str, float]]]]
+# The verdicts of ``comparison``.
+BETTER = "better"
+WORSE = "worse"
+WITHIN_ONE_STD = "within 1 std"
+NO_SPREAD = "n/a (1 seed)"
+VERDICT_RULE = (
+    f"`{BETTER}` or `{WORSE}` when the means differ by more than the larger of the two standard deviations, "
+    f"else `{WITHIN_ONE_STD}`; `{NO_SPREAD}` when a mean is over a single seed, whose spread is unknown"
+)
 
 
-def _cell(stats: dict[str, float] | None, name: str) -> str:
+class Comparison(TypedDict):
+    """How "pc" compares with the best baseline on one measure at one width (see ``comparison``)."""
+
+    pc: Stats
+    best: Stats
+    best_method: str
+    difference: float
+    verdict: str
+
+
+def _cell(stats: Stats | None, name: str) -> str:
     if stats is None:
         return "—"
     scale, digits = (1000.0, 1) if name == "seconds_per_step" else (1.0, 3)
-    return f"{stats['mean'] * scale:.{digits}f} ± {stats['std'] * scale:.{digits}f}"
+    mean = f"{stats['mean'] * scale:.{digits}f}"
+    return mean if stats["std"] is None else f"{mean} ± {stats['std'] * scale:.{digits}f}"
 
 
 def table_rows(result: ExperimentResult) -> list[list[str]]:
-    """Header row, then one row per model: the teacher, then per width the untrained student and each method."""
+    """Header row, then one row per model: the teacher, then per width the untrained student and each method.
+
+    Cells are "mean ± std" over seeds, or the mean alone for a single seed (and for the teacher).
+    """
     summary = result.summary()
     columns = [*MEASURES, "seconds_per_step"]
     rows = [["width", "method", *(HEADERS[c] for c in columns)]]
@@ -41,13 +65,27 @@ def table_rows(result: ExperimentResult) -> list[list[str]]:
     return rows
 
 
-def terminal_table(result: ExperimentResult) -> str:
-    """The results as an aligned plain-text table (mean ± std over seeds)."""
-    rows = table_rows(result)
+def _aligned(rows: list[list[str]]) -> str:
+    """Rows of cells as right-aligned plain-text columns, a rule under the header row."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
+
+
+def terminal_table(result: ExperimentResult) -> str:
+    """The results as an aligned plain-text table (mean ± std over seeds; the mean alone for one seed),
+    followed, when "pc" and a baseline were trained, by the comparison of pc with the best baseline."""
+    text = _aligned(table_rows(result))
+    table = comparison(result.summary(), result.config.methods, result.config.widths)
+    if table:
+        rows = [["width", "measure", "pc − best", "best baseline", "verdict"]]
+        for width, by_measure in table.items():
+            for measure, c in by_measure.items():
+                rows.append([str(width), HEADERS[measure], f"{c['difference']:+.3f}", c["best_method"], c["verdict"]])
+        rule = f"pc against the best baseline per width and measure: {VERDICT_RULE.replace('`', '')}."
+        text += "\n\n" + textwrap.fill(rule, width=100) + "\n" + _aligned(rows)
+    return text
 
 
 def _markdown_table(rows: list[list[str]]) -> str:
@@ -56,40 +94,50 @@ def _markdown_table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def comparison(summary: Summary, methods: tuple[str, ...], widths: tuple[int, ...]) -> dict[int, dict[str, dict]]:
+def verdict(pc: Stats, best: Stats) -> str:
+    """``NO_SPREAD`` if either mean is over one seed; else ``BETTER``/``WORSE`` when pc's mean is above/below
+    the best baseline's by more than the larger of the two standard deviations, else ``WITHIN_ONE_STD``."""
+    if pc["std"] is None or best["std"] is None:
+        return NO_SPREAD
+    difference = pc["mean"] - best["mean"]
+    if abs(difference) <= max(pc["std"], best["std"]):
+        return WITHIN_ONE_STD
+    return BETTER if difference > 0 else WORSE
+
+
+def comparison(summary: Summary, methods: tuple[str, ...], widths: tuple[int, ...]) -> dict[int, dict[str, Comparison]]:
     """width → measure → how "pc" compares with the best other distillation method.
 
-    Each entry has "pc" and "best" (mean, std), "best_method", "difference" (pc − best) and
-    "verdict": "better" or "worse" when the means differ by more than the larger of the two
-    standard deviations, else "within 1 std". Empty when "pc" or every baseline is missing.
+    Each entry has "pc" and "best" (their ``Stats``), "best_method" (the baseline with the highest
+    mean), "difference" (pc − best, means) and "verdict" (see ``verdict``). Empty when "pc" or
+    every baseline is missing.
     """
     baselines = [m for m in methods if m != OURS]
     if OURS not in methods or not baselines:
         return {}
-    out: dict[int, dict[str, dict]] = {}
+    out: dict[int, dict[str, Comparison]] = {}
     for width in widths:
         out[width] = {}
         for measure in MEASURES:
             ours = summary[OURS][width][measure]
             best_method = max(baselines, key=lambda m: summary[m][width][measure]["mean"])
             best = summary[best_method][width][measure]
-            difference = ours["mean"] - best["mean"]
-            if abs(difference) <= max(ours["std"], best["std"]):
-                verdict = "within 1 std"
-            else:
-                verdict = "better" if difference > 0 else "worse"
             out[width][measure] = {
-                "pc": ours, "best": best, "best_method": best_method, "difference": difference, "verdict": verdict,
+                "pc": ours,
+                "best": best,
+                "best_method": best_method,
+                "difference": ours["mean"] - best["mean"],
+                "verdict": verdict(ours, best),
             }
     return out
 
 
-def _comparison_markdown(table: dict[int, dict[str, dict]]) -> str:
+def _comparison_rows(table: dict[int, dict[str, Comparison]]) -> list[list[str]]:
     rows = [["width", *(HEADERS[m] for m in MEASURES)]]
     for width, by_measure in table.items():
         cells = [f"{c['verdict']} ({c['difference']:+.3f} vs {c['best_method']})" for c in by_measure.values()]
         rows.append([str(width), *cells])
-    return _markdown_table(rows)
+    return rows
 
 
 def markdown_report(result: ExperimentResult, figures: list[str], command: str) -> str:
@@ -97,6 +145,10 @@ def markdown_report(result: ExperimentResult, figures: list[str], command: str) 
     config, env, teacher = result.config, result.environment, result.teacher
     table = comparison(result.summary(), config.methods, config.widths)
     seeds = f"{config.seeds} seed(s) ({config.seed}..{config.seed + config.seeds - 1})"
+    if config.seeds > 1:
+        values = "Values are mean ± std over seeds (the teacher is a single model: its values alone)"
+    else:
+        values = "Values are single measurements: with one seed no spread is known"
     lines = [
         "# Distillation harness report",
         "",
@@ -112,7 +164,7 @@ def markdown_report(result: ExperimentResult, figures: list[str], command: str) 
         f"- Students: MLP with {', '.join(f'{n} (width {w})' for w, n in teacher['student_parameters'].items())} "
         f"parameters, trained without labels for {config.student_epochs} epochs, batch {config.batch_size}, "
         f"Adam lr {config.lr}, {seeds}; perception coherence τ = {config.tau}.",
-        f"- Evaluation distance: {config.eval_metric}. Values are mean ± std over seeds; `ms/step` is the median "
+        f"- Evaluation distance: {config.eval_metric}. {values}; `ms/step` is the median "
         "wall time of one training step (forward, loss, backward, update).",
         "",
         "## Results",
@@ -124,11 +176,10 @@ def markdown_report(result: ExperimentResult, figures: list[str], command: str) 
         lines += [
             "## Perception coherence against the best baseline",
             "",
-            "Per width and measure, pc against the baseline with the highest mean: `better` or `worse` when "
-            "the means differ by more than the larger of the two standard deviations, else `within 1 std`; "
+            f"Per width and measure, pc against the baseline with the highest mean: {VERDICT_RULE}; "
             "the number is pc − best baseline.",
             "",
-            _comparison_markdown(table),
+            _markdown_table(_comparison_rows(table)),
             "",
         ]
     lines += ["## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""]

@@ -63,8 +63,12 @@ def load_or_train_teacher(
         teacher.load_state_dict(torch.load(path, map_location=device, weights_only=True))
         return teacher.eval(), path, True
     teacher = train_teacher(
-        split.train_x.to(device), split.train_y.to(device), split.num_classes,
-        epochs=epochs, seed=seed, progress=progress,
+        split.train_x.to(device),
+        split.train_y.to(device),
+        split.num_classes,
+        epochs=epochs,
+        seed=seed,
+        progress=progress,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.partial")

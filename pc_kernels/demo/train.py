@@ -95,8 +95,13 @@ def distill_student(
     generator = torch.Generator().manual_seed(seed)
     step_times: list[float] = []
     epoch_losses: list[torch.Tensor] = []
-    bar = tqdm(total=epochs * (x.shape[0] // batch_size), desc=f"{method} width={width} seed={seed}",
-               unit="step", disable=not progress, leave=False)
+    bar = tqdm(
+        total=epochs * (x.shape[0] // batch_size),
+        desc=f"{method} width={width} seed={seed}",
+        unit="step",
+        disable=not progress,
+        leave=False,
+    )
     with bar:
         for _ in range(epochs):
             epoch_losses = []
