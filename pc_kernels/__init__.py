@@ -9,15 +9,16 @@ Public API:
     available_backends           backends usable for a device here
 """
 
-from .plan import available_backends, resolve_backend
+from ._version import __version__
 from .loss import PerceptionCoherenceLoss, pairwise_dissimilarity, perception_coherence_loss, soft_ranks
+from .plan import available_backends, resolve_backend
 
 __all__ = [
     "PerceptionCoherenceLoss",
+    "__version__",
     "available_backends",
     "pairwise_dissimilarity",
     "perception_coherence_loss",
     "resolve_backend",
     "soft_ranks",
 ]
-from ._version import __version__

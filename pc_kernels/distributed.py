@@ -136,9 +136,7 @@ def _local_sizes(student: torch.Tensor, teacher: torch.Tensor, options: LossOpti
             f"student sizes {sizes} and teacher sizes {teacher_sizes} (by rank)"
         )
     if min(sizes) < 1:
-        raise ValueError(
-            f"distributed=True needs at least one sample on every rank; got local sizes {sizes} (by rank)"
-        )
+        raise ValueError(f"distributed=True needs at least one sample on every rank; got local sizes {sizes} (by rank)")
     return sizes
 
 
@@ -151,7 +149,7 @@ class _GatherBlocks(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, block: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, block: torch.Tensor) -> torch.Tensor:
         block = block.contiguous()
         parts = [torch.empty_like(block) for _ in range(dist.get_world_size())]
         dist.all_gather(parts, block)
@@ -159,7 +157,7 @@ class _GatherBlocks(torch.autograd.Function):
         return torch.cat(parts)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         total = grad.clone(memory_format=torch.contiguous_format)
         dist.all_reduce(total)
         start, end = ctx.own_rows

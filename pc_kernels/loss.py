@@ -15,6 +15,7 @@ from .distributed import distributed_active, global_batch_loss
 from .options import LossOptions, check_dissimilarity, check_features, prepare_inputs
 from .plan import ExecutionPlan, resolve_plan
 
+
 def _reduce(per_row: torch.Tensor, reduction: str) -> torch.Tensor:
     if reduction == "mean":
         return per_row.mean()
@@ -291,4 +292,3 @@ def pairwise_dissimilarity(features: torch.Tensor, kind: str = "euclidean", *, b
         if plan.backend == "reference":
             return reference.pairwise_dissimilarity(x, kind)
         return pipeline.dissimilarity_matrix(x, kind, plan)
-

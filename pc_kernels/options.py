@@ -54,43 +54,58 @@ class LossOptions:
         "euclidean", _one_of(DISSIMILARITIES), "δ(x_i, x_j) between two samples' features", choices=DISSIMILARITIES
     )
     discrepancy: str = _option(
-        "mse", _one_of(DISCREPANCIES), "how one reference row's student and teacher ranks are compared",
+        "mse",
+        _one_of(DISCREPANCIES),
+        "how one reference row's student and teacher ranks are compared",
         choices=DISCREPANCIES,
-    )  # fmt: skip
+    )
     teacher_ranks: str = _option(
         "soft", _one_of(TEACHER_RANKS), '"hard": exact average ranks, no gradient to the teacher', choices=TEACHER_RANKS
     )
     normalize: str = _option(
-        "row_std", _one_of(NORMALIZATIONS), "per-reference scale: divide each row by its standard deviation",
+        "row_std",
+        _one_of(NORMALIZATIONS),
+        "per-reference scale: divide each row by its standard deviation",
         choices=NORMALIZATIONS,
-    )  # fmt: skip
+    )
     reduction: str = _option(
         "mean", _one_of(REDUCTIONS), '"none": the per-reference losses, shape (end − start,)', choices=REDUCTIONS
     )
     backend: str = _option(
-        "auto", _one_of(BACKENDS), '"auto": "triton" for CUDA tensors when Triton is installed, else "torch"',
+        "auto",
+        _one_of(BACKENDS),
+        '"auto": "triton" for CUDA tensors when Triton is installed, else "torch"',
         choices=BACKENDS,
-    )  # fmt: skip
+    )
     rows: tuple[int, int] | None = _option(
-        None, "None, or (start, end) with 0 <= start < end <= n",
-        "compute only reference rows start <= i < end, each against the whole batch", agreed=False,
-    )  # fmt: skip
+        None,
+        "None, or (start, end) with 0 <= start < end <= n",
+        "compute only reference rows start <= i < end, each against the whole batch",
+        agreed=False,
+    )
     chunk_rows: int | None = _option(
-        None, "None, or an int >= 1", "reference rows per block of the pipeline (None: from a memory budget)",
+        None,
+        "None, or an int >= 1",
+        "reference rows per block of the pipeline (None: from a memory budget)",
         agreed=False,
-    )  # fmt: skip
+    )
     distributed: bool = _option(
-        False, "False or True", "rank over the global batch of torch.distributed (each process its own rows)",
+        False,
+        "False or True",
+        "rank over the global batch of torch.distributed (each process its own rows)",
         agreed=False,
-    )  # fmt: skip
+    )
     algorithm: str = _option(
-        "dense", _one_of(ALGORITHMS), '"binned": soft ranks on a grid by FFT, O(n² + n·B log B), within 1e-5',
+        "dense",
+        _one_of(ALGORITHMS),
+        '"binned": soft ranks on a grid by FFT, O(n² + n·B log B), within 1e-5',
         choices=ALGORITHMS,
-    )  # fmt: skip
+    )
     bins: int | None = _option(
-        None, f"None, or an int from 2 to {MAX_BINS} (algorithm=\"binned\" only)",
+        None,
+        f'None, or an int from 2 to {MAX_BINS} (algorithm="binned" only)',
         'grid nodes per row of algorithm="binned" (None: chosen for the 1e-5 bound)',
-    )  # fmt: skip
+    )
 
     def validated(self) -> LossOptions:
         """Return a copy with ``tau`` as float and ``rows`` as a tuple of ints.
@@ -129,9 +144,12 @@ class LossOptions:
                 "computes algorithm='dense' only"
             )
         return replace(
-            self, tau=tau, rows=rows, chunk_rows=None if chunk is None else int(chunk),
+            self,
+            tau=tau,
+            rows=rows,
+            chunk_rows=None if chunk is None else int(chunk),
             bins=None if bins is None else int(bins),
-        )  # fmt: skip
+        )
 
     def row_range(self, n: int) -> tuple[int, int]:
         """The reference rows [start, end) computed for a batch of n samples.

@@ -138,12 +138,12 @@ class _FirstOrderOnly(torch.autograd.Function):
     """Identity on a gradient; differentiating through it raises: the fast paths' backwards are first order."""
 
     @staticmethod
-    def forward(ctx, path: str, grad: Tensor, *anchors: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, path: str, grad: Tensor, *anchors: Tensor) -> Tensor:
         ctx.path = path
         return grad.clone()
 
     @staticmethod
-    def backward(ctx, *grads: Tensor) -> None:  # type: ignore[override]
+    def backward(ctx, *grads: Tensor) -> None:
         raise RuntimeError(
             f"double backward (differentiating a gradient of the perception coherence loss, e.g. after "
             f"create_graph=True) is not supported by the {ctx.path} path, whose backward is hand-written; "
@@ -208,10 +208,24 @@ def coherence_loss(
 
 @coherence_loss.register_fake
 def _(
-    student: Tensor, teacher: Tensor, tau: float, dissimilarity: str, normalize: str, distance_stage: str,
-    rank_stage: str, block_rows: int, tile_rows: int, bins: int | None, fast_sigmoid: bool, loops: str, discrepancy_kind: str,
-    hard_teacher: bool, row_start: int, row_end: int, save_ranks: bool,
-) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+    student: Tensor,
+    teacher: Tensor,
+    tau: float,
+    dissimilarity: str,
+    normalize: str,
+    distance_stage: str,
+    rank_stage: str,
+    block_rows: int,
+    tile_rows: int,
+    bins: int | None,
+    fast_sigmoid: bool,
+    loops: str,
+    discrepancy_kind: str,
+    hard_teacher: bool,
+    row_start: int,
+    row_end: int,
+    save_ranks: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
     m = row_end - row_start
     kept = m if save_ranks else 0
     w = student.shape[0] - 1
@@ -276,26 +290,46 @@ def coherence_loss_backward(
 
 @coherence_loss_backward.register_fake
 def _(
-    grad_losses: Tensor, student: Tensor, teacher: Tensor, ranks_s: Tensor, ranks_t: Tensor, tau: float,
-    dissimilarity: str, normalize: str, distance_stage: str, rank_stage: str, block_rows: int, tile_rows: int,
-    bins: int | None, fast_sigmoid: bool, loops: str, discrepancy_kind: str, hard_teacher: bool, row_start: int, row_end: int,
-    save_ranks: bool, student_grad: bool, teacher_grad: bool,
-) -> tuple[Tensor, Tensor]:  # fmt: skip
+    grad_losses: Tensor,
+    student: Tensor,
+    teacher: Tensor,
+    ranks_s: Tensor,
+    ranks_t: Tensor,
+    tau: float,
+    dissimilarity: str,
+    normalize: str,
+    distance_stage: str,
+    rank_stage: str,
+    block_rows: int,
+    tile_rows: int,
+    bins: int | None,
+    fast_sigmoid: bool,
+    loops: str,
+    discrepancy_kind: str,
+    hard_teacher: bool,
+    row_start: int,
+    row_end: int,
+    save_ranks: bool,
+    student_grad: bool,
+    teacher_grad: bool,
+) -> tuple[Tensor, Tensor]:
     s = torch.empty_like(student) if student_grad else student.new_empty(0)
     t = torch.empty_like(teacher) if teacher_grad and not hard_teacher else teacher.new_empty(0)
     return s, t
 
 
-def _coherence_loss_setup(ctx, inputs: tuple, output: tuple) -> None:  # type: ignore[no-untyped-def]
+def _coherence_loss_setup(ctx, inputs: tuple, output: tuple) -> None:
     student, teacher, *ctx.settings = inputs
     _, ranks_s, ranks_t = output
     ctx.save_for_backward(student, teacher, ranks_s, ranks_t)
 
 
-def _coherence_loss_grad(ctx, grad_losses: Tensor, *_: Tensor) -> tuple:  # type: ignore[no-untyped-def]
+def _coherence_loss_grad(ctx, grad_losses: Tensor, *_: Tensor) -> tuple:
     student, teacher, ranks_s, ranks_t = ctx.saved_tensors
     need_s, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    grad_s, grad_t = coherence_loss_backward(grad_losses, student, teacher, ranks_s, ranks_t, *ctx.settings, need_s, need_t)
+    grad_s, grad_t = coherence_loss_backward(
+        grad_losses, student, teacher, ranks_s, ranks_t, *ctx.settings, need_s, need_t
+    )
     path = _path_name(ctx.settings[3], ctx.settings[4])
     anchors = (grad_losses, student, teacher)
     grad_s = _first_order_only(grad_s if need_s else None, path, anchors)
@@ -308,9 +342,17 @@ coherence_loss.register_autograd(_coherence_loss_grad, setup_context=_coherence_
 
 def _stage_arguments(options: LossOptions, plan: ExecutionPlan, dissimilarity: str) -> tuple:
     return (
-        options.tau, dissimilarity, options.normalize, plan.distance_stage, plan.rank_stage, plan.block_rows,
-        plan.tile_rows, plan.bins, plan.fast_sigmoid, plan.loops,
-    )  # fmt: skip
+        options.tau,
+        dissimilarity,
+        options.normalize,
+        plan.distance_stage,
+        plan.rank_stage,
+        plan.block_rows,
+        plan.tile_rows,
+        plan.bins,
+        plan.fast_sigmoid,
+        plan.loops,
+    )
 
 
 def row_losses(student: Tensor, teacher: Tensor, options: LossOptions, plan: ExecutionPlan) -> Tensor:
@@ -318,9 +360,15 @@ def row_losses(student: Tensor, teacher: Tensor, options: LossOptions, plan: Exe
     features of one computation dtype on one device (teacher detached for hard teacher ranks)."""
     start, end = plan.rows
     losses, _, _ = coherence_loss(
-        student, teacher, *_stage_arguments(options, plan, options.dissimilarity), options.discrepancy,
-        options.teacher_ranks == "hard", start, end, plan.save_ranks,
-    )  # fmt: skip
+        student,
+        teacher,
+        *_stage_arguments(options, plan, options.dissimilarity),
+        options.discrepancy,
+        options.teacher_ranks == "hard",
+        start,
+        end,
+        plan.save_ranks,
+    )
     return losses
 
 
@@ -357,9 +405,19 @@ def _rank_matrix(
 
 @_rank_matrix.register_fake
 def _(
-    x: Tensor, tau: float, dissimilarity: str, normalize: str, distance_stage: str, rank_stage: str, block_rows: int,
-    tile_rows: int, bins: int | None, fast_sigmoid: bool, loops: str, hard: bool,
-) -> Tensor:  # fmt: skip
+    x: Tensor,
+    tau: float,
+    dissimilarity: str,
+    normalize: str,
+    distance_stage: str,
+    rank_stage: str,
+    block_rows: int,
+    tile_rows: int,
+    bins: int | None,
+    fast_sigmoid: bool,
+    loops: str,
+    hard: bool,
+) -> Tensor:
     return x.new_empty((x.shape[0], x.shape[0]))
 
 
@@ -394,18 +452,28 @@ def _rank_matrix_backward(
 
 @_rank_matrix_backward.register_fake
 def _(
-    grad: Tensor, x: Tensor, tau: float, dissimilarity: str, normalize: str, distance_stage: str, rank_stage: str,
-    block_rows: int, tile_rows: int, bins: int | None, fast_sigmoid: bool, loops: str,
-) -> Tensor:  # fmt: skip
+    grad: Tensor,
+    x: Tensor,
+    tau: float,
+    dissimilarity: str,
+    normalize: str,
+    distance_stage: str,
+    rank_stage: str,
+    block_rows: int,
+    tile_rows: int,
+    bins: int | None,
+    fast_sigmoid: bool,
+    loops: str,
+) -> Tensor:
     return torch.empty_like(x)
 
 
-def _rank_matrix_setup(ctx, inputs: tuple, output: Tensor) -> None:  # type: ignore[no-untyped-def]
+def _rank_matrix_setup(ctx, inputs: tuple, output: Tensor) -> None:
     x, *ctx.settings, ctx.hard = inputs
     ctx.save_for_backward(x)
 
 
-def _rank_matrix_grad(ctx, grad: Tensor) -> tuple:  # type: ignore[no-untyped-def]
+def _rank_matrix_grad(ctx, grad: Tensor) -> tuple:
     (x,) = ctx.saved_tensors
     if ctx.hard:
         return (None,) * (len(ctx.settings) + 2)
@@ -434,7 +502,9 @@ def _dissimilarity_matrix(x: Tensor, kind: str, distance_stage: str, block_rows:
     n = x.shape[0]
     out = x.new_empty((n, n))
     for a, b in _blocks(0, n, block_rows):
-        d = torch.ldexp(_distance_rows(distance_stage, prepared, a, b, loops).to(torch.float64), prepared.distance_exponent)
+        d = torch.ldexp(
+            _distance_rows(distance_stage, prepared, a, b, loops).to(torch.float64), prepared.distance_exponent
+        )
         out[a:b] = insert_diagonal(d.to(x.dtype), a)
     bad = ~torch.isfinite(x).all(dim=1)
     return out.masked_fill_(bad[:, None] | bad[None, :], torch.nan)
@@ -466,12 +536,12 @@ def _(grad: Tensor, x: Tensor, kind: str, distance_stage: str, block_rows: int, 
     return torch.empty_like(x)
 
 
-def _dissimilarity_matrix_setup(ctx, inputs: tuple, output: Tensor) -> None:  # type: ignore[no-untyped-def]
+def _dissimilarity_matrix_setup(ctx, inputs: tuple, output: Tensor) -> None:
     x, *ctx.settings = inputs
     ctx.save_for_backward(x)
 
 
-def _dissimilarity_matrix_grad(ctx, grad: Tensor) -> tuple:  # type: ignore[no-untyped-def]
+def _dissimilarity_matrix_grad(ctx, grad: Tensor) -> tuple:
     (x,) = ctx.saved_tensors
     grad_x = _dissimilarity_matrix_backward(grad, x, *ctx.settings)
     return (_first_order_only(grad_x, f"'{ctx.settings[1]}' dissimilarity stage", (grad, x)), None, None, None, None)

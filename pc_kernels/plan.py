@@ -112,7 +112,9 @@ def _backend_for(backend: str, device: torch.device, environ: Mapping[str, str])
         return "torch"
     if backend == "triton" and not usable:
         if device.type == "cuda":
-            raise RuntimeError("backend='triton' needs the triton package: `pip install triton`, or use backend='torch'")
+            raise RuntimeError(
+                "backend='triton' needs the triton package: `pip install triton`, or use backend='torch'"
+            )
         raise RuntimeError(
             f"backend='triton' runs on CUDA tensors; got tensors on {device} (for CPU tensors the Triton "
             "interpreter runs it when TRITON_INTERPRET=1 is set before triton is imported, for testing); "

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import torch
 
@@ -165,7 +166,7 @@ class Grid:
         kernel = tail * (1.0 - tail) if derivative else -torch.sign(steps) * tail
         return torch.fft.rfft(kernel, n=self.length)
 
-    def _loop_arguments(self) -> tuple:
+    def _loop_arguments(self) -> tuple[Any, ...]:
         offsets = self.offsets if self.offsets is not None else self.low.new_empty((1, 1))
         arrays = (self.d, self.low, self.per_node, offsets)
         return (*(t.numpy() for t in arrays), self.offsets is None)
@@ -194,7 +195,9 @@ class Grid:
             deposit(*self._loop_arguments(), values.numpy(), scale[..., 0].numpy(), fixed.numpy())
             return fixed, scale
         node, basis = self.positions
-        values = scale if weights is None else torch.stack((torch.ones_like(weights), weights)).to(torch.float64) * scale
+        values = (
+            scale if weights is None else torch.stack((torch.ones_like(weights), weights)).to(torch.float64) * scale
+        )
         taps = torch.round(values * basis[:, None]).long()  # (4, s, m, w)
         # Each point's taps sum exactly to its rounded weight: node a gets the remainder.
         taps[1] = torch.round(values).long().expand_as(taps[1]) - taps[0] - taps[2] - taps[3]

@@ -66,7 +66,9 @@ def dense_ranks(d: torch.Tensor, factor: torch.Tensor, tile_rows: int) -> torch.
     return tanh_sums.mul_(1.0 / (2.0 * (w - 1))).add_(0.5)
 
 
-def dense_ranks_backward(d: torch.Tensor, factor: torch.Tensor, grad_ranks: torch.Tensor, tile_rows: int) -> torch.Tensor:
+def dense_ranks_backward(
+    d: torch.Tensor, factor: torch.Tensor, grad_ranks: torch.Tensor, tile_rows: int
+) -> torch.Tensor:
     """∂L/∂y (m, w), y = factor·d, from G = ∂L/∂R (m, w) (module docstring)."""
     w = d.shape[1]
     ones_and_g = torch.stack((torch.ones_like(d), grad_ranks), dim=2)

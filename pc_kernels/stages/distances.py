@@ -105,7 +105,9 @@ def candidate_rows(prepared: PreparedFeatures, start: int, end: int, loops: str 
 
         f = prepared.features
         out = torch.empty((end - start, f.shape[0] - 1), dtype=prepared.dtype)
-        distance_rows((f[start:end] @ f.T).numpy(), prepared.norms.numpy(), start, KIND_CODES[prepared.kind], SNAP, out.numpy())
+        distance_rows(
+            (f[start:end] @ f.T).numpy(), prepared.norms.numpy(), start, KIND_CODES[prepared.kind], SNAP, out.numpy()
+        )
         return out
     return drop_diagonal(_square_rows(prepared, start, end), start).to(prepared.dtype)
 
@@ -152,7 +154,12 @@ def _weights(
 
 
 def accumulate_gradient(
-    prepared: PreparedFeatures, start: int, d: torch.Tensor, grad_d: torch.Tensor, out: torch.Tensor, loops: str = "torch"
+    prepared: PreparedFeatures,
+    start: int,
+    d: torch.Tensor,
+    grad_d: torch.Tensor,
+    out: torch.Tensor,
+    loops: str = "torch",
 ) -> None:
     """Add ∂L/∂(prepared features) to ``out`` (n, p) float64, from candidate rows d (c, n − 1) of reference
     rows start … start + c − 1 and their gradient grad_d = ∂L/∂d (module docstring). ``loops``: "torch",

@@ -30,7 +30,7 @@ KIND_CODES = {"euclidean": EUCLIDEAN, "sqeuclidean": SQEUCLIDEAN, "cosine": COSI
 
 
 @numba.njit(parallel=True, cache=True)
-def distance_rows(gram, norms, start, kind, snap, out):  # type: ignore[no-untyped-def]
+def distance_rows(gram, norms, start, kind, snap, out):
     """out[r, j − (j > i)] = D'_ij for i = start + r and every j != i, from Gram rows (c, n) float64."""
     c, n = gram.shape
     for r in numba.prange(c):
@@ -50,7 +50,7 @@ def distance_rows(gram, norms, start, kind, snap, out):  # type: ignore[no-untyp
 
 
 @numba.njit(parallel=True, cache=True)
-def distance_weights(d, grad_d, start, kind, weights, slopes):  # type: ignore[no-untyped-def]
+def distance_weights(d, grad_d, start, kind, weights, slopes):
     """Rows (c, n) of the distance backward's W = g/D (euclidean, 0 where D = 0), 2g (sqeuclidean) or g
     (cosine, divided by the norms afterwards), and for cosine the slopes g·(1 − D); diagonal entries 0."""
     c, w = d.shape
@@ -73,7 +73,7 @@ def distance_weights(d, grad_d, start, kind, weights, slopes):  # type: ignore[n
 
 
 @numba.njit(parallel=True, cache=True)
-def row_moments(d, mean, std):  # type: ignore[no-untyped-def]
+def row_moments(d, mean, std):
     """mean[r], std[r] = the mean and population standard deviation of row r of d, in float64."""
     m, w = d.shape
     for r in numba.prange(m):
@@ -90,7 +90,7 @@ def row_moments(d, mean, std):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(parallel=True, cache=True)
-def row_extremes(d, low, high):  # type: ignore[no-untyped-def]
+def row_extremes(d, low, high):
     """low[r], high[r] = the minimum and maximum of row r of d, in float64."""
     m, w = d.shape
     for r in numba.prange(m):
@@ -104,7 +104,7 @@ def row_extremes(d, low, high):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(parallel=True, cache=True)
-def row_largest(values, largest):  # type: ignore[no-untyped-def]
+def row_largest(values, largest):
     """largest[r] = max_j |values[r, j]|, in float64."""
     m, w = values.shape
     for r in numba.prange(m):
@@ -115,7 +115,7 @@ def row_largest(values, largest):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(inline="always")
-def _basis(f):  # type: ignore[no-untyped-def]
+def _basis(f):
     return (
         -f * (f - 1.0) * (f - 2.0) / 6.0,
         (f + 1.0) * (f - 1.0) * (f - 2.0) / 2.0,
@@ -125,7 +125,7 @@ def _basis(f):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(inline="always")
-def _position(d, low, per_node, offsets, affine, r, j, nodes):  # type: ignore[no-untyped-def]
+def _position(d, low, per_node, offsets, affine, r, j, nodes):
     """(a, f): the point's left node, clamped to 1 … nodes − 3, and its position between a and a + 1."""
     offset = np.float64(d[r, j]) - low[r] if affine else offsets[r, j]
     u = offset * per_node[r] + 1.0
@@ -134,7 +134,7 @@ def _position(d, low, per_node, offsets, affine, r, j, nodes):  # type: ignore[n
 
 
 @numba.njit(parallel=True, cache=True)
-def deposit(d, low, per_node, offsets, affine, values, scale, fixed):  # type: ignore[no-untyped-def]
+def deposit(d, low, per_node, offsets, affine, values, scale, fixed):
     """fixed[s, r, a − 1 … a + 2] += round(c·scale·ℓ(f)) per point, the taps of each point summing exactly
     to round(c·scale): set 0 has weights c = 1, set s > 0 the weights values[s − 1, r, j]."""
     sets, m, nodes = fixed.shape
@@ -153,7 +153,7 @@ def deposit(d, low, per_node, offsets, affine, values, scale, fixed):  # type: i
 
 
 @numba.njit(parallel=True, cache=True)
-def read(d, low, per_node, offsets, affine, smoothed, fixed, scale, sign_part, out):  # type: ignore[no-untyped-def]
+def read(d, low, per_node, offsets, affine, smoothed, fixed, scale, sign_part, out):
     """out[s, r, j] = Σ_t ℓ_t(f) M[s, r, a − 1 + t], with M the smoothed node values plus, if ``sign_part``,
     ½ (2 P_a − m_a − P_last) / scale from the int64 prefix sums P of the masses m."""
     sets, m, w = out.shape
@@ -174,6 +174,6 @@ def read(d, low, per_node, offsets, affine, smoothed, fixed, scale, sign_part, o
             a, f = _position(d, low, per_node, offsets, affine, r, j, nodes)
             l0, l1, l2, l3 = _basis(f)
             for s in range(sets):
-                out[s, r, j] = (
-                    ((0.0 + values[s, a - 1] * l0) + values[s, a] * l1) + values[s, a + 1] * l2
-                ) + values[s, a + 2] * l3
+                out[s, r, j] = (((0.0 + values[s, a - 1] * l0) + values[s, a] * l1) + values[s, a + 1] * l2) + values[
+                    s, a + 2
+                ] * l3
