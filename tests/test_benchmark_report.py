@@ -1,10 +1,11 @@
 """The benchmark harness (benchmarks/) cannot rot: a quick CPU sweep end to end, the OOM / too-slow cells,
-the README block (CPU and GPU never mixed), dirty-tree marking, the scaling fit,
+the README block (CPU and GPU never mixed), dirty-tree marking, the GPU check's dry run, the scaling fit,
 and no process-wide setting left changed by the harness. Structure only, never speed."""
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -207,6 +208,33 @@ def test_uncommitted_code_is_marked_and_not_stored_without_allow_dirty(tmp_path)
     harness.require_clean(clean + "-dirty", harness.RESULTS / "cpu-x", allow_dirty=True)
     harness.require_clean(clean + "-dirty", tmp_path, allow_dirty=False)  # outside the repository's results
     assert "commit abc-dirty (uncommitted changes)" in report.run_label(_rows("cpu", "CPU X", "1", "abc-dirty"))
+
+
+def test_gpu_check_dry_run_runs_every_step_on_cpu(tmp_path):
+    model = tmp_path / "model.json"
+    entries = [
+        dict(name="aten::", n=16, p=8, q=8, predicted_ms=1.0),
+        dict(name="no_such_kernel", n=16, p=8, q=8, predicted_ms=2),
+    ]
+    model.write_text(json.dumps({"predictions": entries}))
+    out = tmp_path / "check"
+    env = {**os.environ, "PC_KERNELS_GPU_CHECK_DRY_RUN": "1", "PC_KERNELS_HOPPER_MODEL": str(model)}
+    _run("bash", "benchmarks/gpu_check.sh", str(out), env=env)
+    summary = (out / "summary.txt").read_text()
+    assert [line.split(":")[0] for line in summary.splitlines()[:3]] == ["tests", "floor", "nccl"]
+    assert summary.count(": ok in ") == 3 and "failed steps: 0" in summary
+    environment = (out / "env.txt").read_text()
+    assert "python:" in environment and f"torch: {torch.__version__}" in environment and "commit:" in environment
+    floor = (out / "floor.md").read_text()
+    assert (
+        "Largest n whose dense fwd+bwd ran within 60 s: 64." in floor and "| mode | n | torch | torch_binned |" in floor
+    )
+    assert "| fwd_bwd | 16 | " in floor and "× (torch_binned vs torch)" in floor
+    assert (
+        "| aten:: | 16 | 8 | 8 | 1 ms | " in floor and "| no_such_kernel | 16 | 8 | 8 | 2 ms | not launched |" in floor
+    )
+    assert json.loads((out / "hopper_model.json").read_text())["predictions"] == entries
+    assert "distributed=True matches" in (out / "nccl.log").read_text()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
