@@ -139,6 +139,14 @@ def markdown_tables(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def _label(rows: list[Row], provider: str) -> str:
+    """The provider, and where its series stopped: "reference (OOM from n=768)"."""
+    last = max((r["n"] for r in _ok(rows, provider)), default=0)
+    stops = sorted((r for r in rows if r["provider"] == provider and r["n"] > last), key=lambda r: r["n"])
+    why = stops and ("too slow" if "too slow" in stops[0]["note"] else stops[0]["status"].replace("oom", "OOM"))
+    return f"{provider} ({why} from n={stops[0]['n']})" if stops else provider
+
+
 def _lines(rows: list[Row], kind: str) -> list[tuple[str, str, list[int], list[float], list | None]]:
     """(label, color, n, y, y error bars or None) of each line of one panel of plot ``kind``; one color per
     provider in every figure."""
@@ -147,9 +155,10 @@ def _lines(rows: list[Row], kind: str) -> list[tuple[str, str, list[int], list[f
         ok = _ok(rows, name)
         if kind == "time_vs_n.png" and ok:
             bars = [[r["median_s"] - r["p20_s"] for r in ok], [r["p80_s"] - r["median_s"] for r in ok]]
-            lines.append((name, f"C{index}", [r["n"] for r in ok], [r["median_s"] for r in ok], bars))
+            lines.append((_label(rows, name), f"C{index}", [r["n"] for r in ok], [r["median_s"] for r in ok], bars))
         if kind == "memory_vs_n.png" and (drawn := [r for r in ok if r["peak_bytes"] > 0]):  # log axes: > 0 only
-            lines.append((name, f"C{index}", [r["n"] for r in drawn], [r["peak_bytes"] / 2**20 for r in drawn], None))
+            megabytes = [r["peak_bytes"] / 2**20 for r in drawn]
+            lines.append((_label(rows, name), f"C{index}", [r["n"] for r in drawn], megabytes, None))
     if kind == "speedup.png":
         pairs = [(f"{d} vs best of {', '.join(ALTERNATIVES)}", d, _best_alternative) for d in DENSE_OURS]
         pairs += [(f"{b} vs {d} (binned vs dense)", b, lambda t, d=d: t.get(d)) for b, d in BINNED.items()]
