@@ -1,14 +1,6 @@
-"""``python -m benchmarks <subcommand>``: the benchmark CLI (``--help`` on each subcommand lists its options).
-
-    sweep      providers × n × modes × dims × dtypes: results.csv, table.md and plots per device
-    scaling    the binned algorithm's time vs n (1024 … 32768) and its fitted exponent
-    accuracy   binned vs dense accuracy per τ, float32 and float64 (markdown)
-    floor      CUDA: the triton backend against SPEC.md's floor, the largest n within 60 s, binned n
-    readme     regenerate a markdown file's block between the benchmark markers from stored results
-
-Results go to ``benchmarks/results/<device-slug>/`` (quick and dry runs: a temporary folder). Results of
-uncommitted code are not stored there unless ``--allow-dirty``, and are then marked "-dirty".
-"""
+"""``python -m benchmarks {sweep,scaling,accuracy,floor,readme}``: the benchmark CLI; ``--help`` on a
+subcommand lists its options. Results go to ``benchmarks/results/<device-slug>/`` (quick and dry runs: a
+temporary folder); results of uncommitted code are stored there only with ``--allow-dirty``, marked "-dirty"."""
 
 from __future__ import annotations
 
@@ -270,11 +262,11 @@ def readme(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     """The CLI's argument parser: one subparser per subcommand."""
-    main = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
+    main = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     commands = main.add_subparsers(dest="command", required=True)
     cuda = "cuda" if torch.cuda.is_available() else "cpu"
-    for run in (sweep, scaling, accuracy, floor, readme):
-        command = commands.add_parser(run.__name__, help=run.__doc__.split(";")[0], description=run.__doc__)
+    for run, summary in SUBCOMMANDS.items():
+        command = commands.add_parser(run.__name__, help=summary, description=run.__doc__)
         command.set_defaults(run=run)
         add = command.add_argument
         if run in (sweep, scaling):
@@ -315,6 +307,15 @@ def parser() -> argparse.ArgumentParser:
             add("--file", type=Path, default=harness.REPO / "README.md", help="markdown file (default README.md)")
             add("--results", type=Path, default=RESULTS, help="stored results (default benchmarks/results)")
     return main
+
+
+SUBCOMMANDS = {
+    sweep: "providers × n × modes × dims × dtypes: results.csv, table.md and plots per device",
+    scaling: "the binned algorithm's time vs n (1024 … 32768) and its fitted exponent",
+    accuracy: "binned vs dense accuracy per τ, float32 and float64 (markdown)",
+    floor: "CUDA: the triton backend vs SPEC.md's floor, the largest n within 60 s, binned at large n",
+    readme: "regenerate the block between the benchmark markers of a markdown file from stored results",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
