@@ -202,33 +202,32 @@ def rss_bytes(pid: int | str = "self", field: str = "VmRSS") -> int:
         return next(int(line.split()[1]) * 1024 for line in status if line.startswith(field + ":"))
 
 
-def peak_bytes(call: Callable[[], None], device: str) -> int:
-    """Run ``call`` once; return its peak memory above what was in use before: CUDA from the allocator's
-    statistics, CPU from the resident high-water mark reset just before the call (sound in a worker
-    started by ``measure_in_worker``, whose malloc returns freed buffers to the system)."""
+def peak_bytes(call: Callable[[], None], device: str) -> tuple[int, float]:
+    """Run ``call`` once; return its peak memory above what was in use before, and its seconds. Memory: on
+    CUDA from the allocator's statistics, on CPU from the resident high-water mark reset just before the
+    call (sound in a worker started by ``measure_in_worker``, whose malloc returns freed buffers)."""
     gc.collect()
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
-        call()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - before
+        seconds = wall_seconds(call, device)
+        return torch.cuda.max_memory_allocated() - before, seconds
     before = rss_bytes()
     Path("/proc/self/clear_refs").write_text("5", encoding="ascii")  # VmHWM := VmRSS (Linux >= 4.0)
-    call()
-    return max(rss_bytes(field="VmHWM") - before, 0)
+    seconds = wall_seconds(call, device)
+    return max(rss_bytes(field="VmHWM") - before, 0), seconds
 
 
 def timed(call: Callable[[], None], device: str, limits: Limits, after_memory: Callable | None = None) -> Measurement:
     """Warm-up call (``first_call_s``), one call for peak memory, then the timed calls: medians of
     ``triton.testing.do_bench`` on CUDA, of repeated ``time.perf_counter`` calls on CPU. With
     ``limits.max_repeats == 0``, a probe: one call only, timed and measured at once."""
-    peak: list[int] = []
     if limits.max_repeats == 0:
-        first = one = wall_seconds(lambda: peak.append(peak_bytes(call, device)), device)
+        peak, one = peak_bytes(call, device)
+        first = one
     else:
-        first, peak = wall_seconds(call, device), [peak_bytes(call, device)]
+        first, (peak, _) = wall_seconds(call, device), peak_bytes(call, device)
         if after_memory is not None:
             after_memory()
         one = wall_seconds(call, device)
@@ -244,7 +243,7 @@ def timed(call: Callable[[], None], device: str, limits: Limits, after_memory: C
     else:
         samples = [one] + [wall_seconds(call, device) for _ in range(repeats - 1)]
         p20, median, p80 = (float(v) for v in numpy.percentile(samples, [20, 50, 80]))
-    return Measurement("ok", "", median, p20, p80, max(repeats, 1), first, peak[0])
+    return Measurement("ok", "", median, p20, p80, max(repeats, 1), first, peak)
 
 
 def accuracy(point: Point, inputs: tuple[torch.Tensor, torch.Tensor], rows: int) -> tuple[float, float]:
