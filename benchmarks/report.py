@@ -214,9 +214,14 @@ def scaling_markdown(rows: list[Row]) -> str:
     lines = [f"Measured on {run_label(rows)}.", ""]
     lines += ["| n | time (median) | peak memory | time / n² |", "|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: r["n"]):
-        per_pair = format_seconds(r["median_s"] / r["n"] ** 2) if r["status"] == "ok" else ""
-        ran = f"{format_seconds(r['median_s'])} | {format_bytes(r['peak_bytes'])}" if r["status"] == "ok" else ""
-        lines.append(f"| {r['n']} | {ran or str(r['note']) + ' |'} | {per_pair} |")
+        cells = [str(r["note"]), "", ""]
+        if r["status"] == "ok":
+            cells = [
+                format_seconds(r["median_s"]),
+                format_bytes(r["peak_bytes"]),
+                format_seconds(r["median_s"] / r["n"] ** 2),
+            ]
+        lines.append("| " + " | ".join([str(r["n"]), *cells]) + " |")
     ok = [r for r in rows if r["status"] == "ok"]
     point = f"{ok[0]['provider']} {ok[0]['mode']}, p={ok[0]['p']}, q={ok[0]['q']}, {ok[0]['dtype']}" if ok else ""
     if len({r["n"] for r in ok}) >= 2:
