@@ -19,9 +19,9 @@ import torch
 
 import pc_kernels
 
-from . import harness, report
+from . import harness, reports
 from .harness import GIB, MODES, PROVIDERS, RESULTS, Limits, Point
-from .report import format_bytes, format_seconds
+from .reports import format_bytes, format_seconds
 
 DEFAULTS = {  # (device, quick): sizes, dims, dtypes, time limit per call (s), repeat budget (s), max repeats
     ("cpu", False): ("64,128,256,512,768,1024,1536,2048", "64", "float32", 15.0, 5.0, 10),
@@ -80,7 +80,7 @@ def _measure(args: argparse.Namespace, series: list[list[Point]], limits: Limits
 
     rows = [row for points in series for row in harness.run_series(points, limits, environment, store)]
     stored = rows if args.quick else harness.latest_per_point(harness.load_rows(folder / csv_name))
-    text, figures = report.write_outputs(folder, stored, csv_name)
+    text, figures = reports.write_outputs(folder, stored, csv_name)
     print("\n" + text + "\nWrote " + ", ".join(map(str, [folder / csv_name, *figures])))
     return 1 if any(row["status"] == "error" for row in rows) else 0
 
@@ -230,7 +230,7 @@ def floor(args: argparse.Namespace) -> int:
     lines = [
         f"GPU floor check, {args.dtype} inputs; dense n > {n}: one call each. {within}.",
         "",
-        report.markdown_tables(rows),
+        reports.markdown_tables(rows),
     ]
     predictions = []
     if args.predictions is not None:
@@ -254,8 +254,8 @@ def floor(args: argparse.Namespace) -> int:
 
 def readme(args: argparse.Namespace) -> int:
     """Rewrite the generated block of --file from the stored results under --results."""
-    block = report.benchmark_block(args.results, args.file.resolve().parent)
-    args.file.write_text(report.replace_block(args.file.read_text(encoding="utf-8"), block), encoding="utf-8")
+    block = reports.benchmark_block(args.results, args.file.resolve().parent)
+    args.file.write_text(reports.replace_block(args.file.read_text(encoding="utf-8"), block), encoding="utf-8")
     print(f"Rewrote the benchmark block of {args.file}")
     return 0
 

@@ -18,7 +18,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # benchmarks/ is a folder of the repository, not part of the installed package
 
-from benchmarks import harness, report  # noqa: E402
+from benchmarks import harness, reports  # noqa: E402
 from benchmarks.__main__ import main  # noqa: E402
 from benchmarks.harness import FIELDS, Limits, Measurement, Point  # noqa: E402
 
@@ -74,7 +74,7 @@ def test_quick_sweep_writes_a_cell_per_point_the_table_and_the_plots(tmp_path):
     assert table.strip() in done.stdout and "| fwd_bwd | 32 | " in table and "× (torch_binned vs torch)" in table
     assert "| mode | n | torch | torch_binned | reference | ours (dense) vs best alternative |" in table
     assert "- not run: triton — skipped (triton runs on CUDA only" in table
-    assert all((folder / name).read_bytes().startswith(PNG) for name in report.PLOTS)
+    assert all((folder / name).read_bytes().startswith(PNG) for name in reports.PLOTS)
 
 
 def _fake(outcomes: dict[int, Measurement], calls: list[int]):
@@ -152,10 +152,10 @@ def test_readme_block_keeps_cpu_and_gpu_apart_and_names_each_run(tmp_path):
     harness.append_rows(results / "cpu-x" / "results.csv", _rows("cpu", "CPU X", "3", kind="quick"))
     harness.append_rows(results / "gpu-check" / "cuda-y" / "results.csv", _rows("cuda", "GPU Y", "4", "def-dirty"))
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{report.START_MARKER}\nstale\n{report.END_MARKER}\noutro\n")
+    readme.write_text(f"intro\n{reports.START_MARKER}\nstale\n{reports.END_MARKER}\noutro\n")
     assert main(["readme", "--file", str(readme), "--results", str(results)]) == 0
     text = readme.read_text()
-    assert text.startswith(f"intro\n{report.START_MARKER}\n") and text.endswith(f"{report.END_MARKER}\noutro\n")
+    assert text.startswith(f"intro\n{reports.START_MARKER}\n") and text.endswith(f"{reports.END_MARKER}\noutro\n")
     cpu, gpu = text.split("### GPU: GPU Y")
     assert "stale" not in text and "### CPU: CPU X" in cpu and "date-2" in cpu and "GPU Y" not in cpu
     assert "date-1" not in text and "date-3" not in text  # latest full run only; quick runs never
@@ -164,18 +164,18 @@ def test_readme_block_keeps_cpu_and_gpu_apart_and_names_each_run(tmp_path):
     assert "OOM (predicted 9 GiB > limit 8 GiB)" in cpu and "(results/cpu-x/time_vs_n.png)" in cpu
     assert "(results/cuda-y/speedup.png)" in gpu and "no full GPU sweep" not in text
     for folder in ("cpu-x", "cuda-y"):
-        assert all((results / folder / name).read_bytes().startswith(PNG) for name in report.PLOTS)
+        assert all((results / folder / name).read_bytes().startswith(PNG) for name in reports.PLOTS)
     harness.append_rows(results / "cpu-x" / "results.csv", _rows("cuda", "GPU Y", "5"))
     with pytest.raises(ValueError, match="cpu-x mixes devices"):
-        report.benchmark_block(results, tmp_path)
+        reports.benchmark_block(results, tmp_path)
     with pytest.raises(ValueError, match="benchmarks:start"):
-        report.replace_block("no markers", "block")
+        reports.replace_block("no markers", "block")
 
 
 def test_plot_tick_labels_do_not_collide():
     sizes = (64, 128, 256, 512, 768, 1024, 1536, 2048, 4096, 8192, 16384, 32768)
     rows = [_rows("cpu", "CPU X", "1")[0] | {"n": n} for n in sizes]  # torch, fwd
-    figure = report.figure(rows, "time_vs_n.png")
+    figure = reports.figure(rows, "time_vs_n.png")
     figure.draw_without_rendering()
     (axis,) = figure.axes
     boxes = [label.get_window_extent() for label in axis.get_xticklabels() if label.get_text()]
@@ -207,7 +207,7 @@ def test_uncommitted_code_is_marked_and_not_stored_without_allow_dirty(tmp_path)
         harness.require_clean(clean + "-dirty", harness.RESULTS / "cpu-x", allow_dirty=False)
     harness.require_clean(clean + "-dirty", harness.RESULTS / "cpu-x", allow_dirty=True)
     harness.require_clean(clean + "-dirty", tmp_path, allow_dirty=False)  # outside the repository's results
-    assert "commit abc-dirty (uncommitted changes)" in report.run_label(_rows("cpu", "CPU X", "1", "abc-dirty"))
+    assert "commit abc-dirty (uncommitted changes)" in reports.run_label(_rows("cpu", "CPU X", "1", "abc-dirty"))
 
 
 def test_gpu_check_dry_run_runs_every_step_on_cpu(tmp_path):
@@ -247,11 +247,11 @@ def test_scaling_exponent_is_fitted_on_log_log_axes():
     sizes = [1024 * 2**k for k in range(6)]
     noise = [1.0, 1.03, 0.98, 1.01, 0.99, 1.02]
     seconds = [3e-7 * n**2 * e for n, e in zip(sizes, noise, strict=True)]
-    assert report.fit_exponent(sizes, seconds) == pytest.approx(2, abs=0.02)
-    assert report.fit_exponent(sizes, [1e-9 * n**3 for n in sizes]) == pytest.approx(3)
+    assert reports.fit_exponent(sizes, seconds) == pytest.approx(2, abs=0.02)
+    assert reports.fit_exponent(sizes, [1e-9 * n**3 for n in sizes]) == pytest.approx(3)
     with pytest.raises(ValueError, match="at least two distinct n"):
-        report.fit_exponent([1024], [1.0])
+        reports.fit_exponent([1024], [1.0])
     binned = _rows("cpu", "C", "1")[6]  # torch_binned, fwd_bwd
     rows = [binned | {"n": n, "median_s": 3e-7 * n**2} for n in sizes]
-    table = report.scaling_markdown(rows)
+    table = reports.scaling_markdown(rows)
     assert "| 32768 | 322 s | 1 MiB | 300 ns |" in table and "time ∝ n^2.00" in table
