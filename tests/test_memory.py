@@ -1,0 +1,96 @@
+"""Memory (SPEC "Cost"): nothing of size n³ ever exists, and autograd keeps only the features and the
+two rank matrices (none at all for algorithm="binned" past its saved-ranks budget)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path as FilePath
+
+import pytest
+import torch
+
+import pc_kernels
+from helpers import DEVICE, Path, random_features, usable_paths
+from pc_kernels import plan as plan_module
+
+FAST_PATHS = [path for path in usable_paths() if path.backend != "reference"]
+
+# n = 512 float32: one n³ tensor would take 512 MiB; the process may grow by at most 128 MiB.
+_BOUNDED_MEMORY_SCRIPT = textwrap.dedent(
+    """
+    import resource, sys, torch
+    import pc_kernels
+    torch.set_num_threads(1)
+    algorithm, chunk_rows = sys.argv[1], int(sys.argv[2])
+    n = 512
+    student = torch.randn(n, 32, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    teacher = torch.randn(n, 32, generator=torch.Generator().manual_seed(1)).requires_grad_()
+    options = dict(backend="torch", algorithm=algorithm)
+    pc_kernels.perception_coherence_loss(student[:8], teacher[:8], **options).backward()  # warm up
+    with open("/proc/self/statm") as f:
+        address_space = int(f.read().split()[0]) * resource.getpagesize()
+    headroom = 128 * 2**20
+    resource.setrlimit(resource.RLIMIT_AS, (address_space + headroom, resource.RLIM_INFINITY))
+    loss = pc_kernels.perception_coherence_loss(student, teacher, chunk_rows=chunk_rows, **options)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(student.grad).all() and torch.isfinite(teacher.grad).all()
+    print("ok")
+    """
+)
+
+
+@pytest.mark.skipif(not FilePath("/proc/self/statm").exists(), reason="needs Linux /proc and RLIMIT_AS")
+@pytest.mark.parametrize("algorithm, chunk_rows", [("dense", 2), ("binned", 32)])
+def test_torch_paths_never_allocate_an_n_cubed_tensor(algorithm: str, chunk_rows: int) -> None:
+    """fwd+bwd at n = 512 inside an address-space limit far below one n³ float32 tensor (blocks of
+    a few rows: the dense stage's tiles, the binned stage's grids of 4096 nodes per row)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PC_KERNELS_TORCH_WORKSPACE_BYTES": str(2**20)}
+    result = subprocess.run(
+        [sys.executable, "-c", _BOUNDED_MEMORY_SCRIPT, algorithm, str(chunk_rows)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def _saved_tensors(student: torch.Tensor, teacher: torch.Tensor, **options) -> list[torch.Tensor]:
+    saved: list[torch.Tensor] = []
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        saved.append(tensor)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        pc_kernels.perception_coherence_loss(student, teacher, **options)
+    return saved
+
+
+@pytest.mark.parametrize("path", FAST_PATHS, ids=str)
+@pytest.mark.parametrize("teacher_ranks", ["soft", "hard"])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_saved_for_backward_are_the_features_and_the_two_rank_matrices(
+    path: Path, teacher_ranks: str, reduction: str
+) -> None:
+    n, p, q = 11, 4, 3
+    student = random_features(n, p, seed=91).to(DEVICE).requires_grad_()
+    teacher = random_features(n, q, seed=92).to(DEVICE).requires_grad_()
+    saved = _saved_tensors(student, teacher, teacher_ranks=teacher_ranks, reduction=reduction, **path.options)
+    shapes = sorted(tuple(t.shape) for t in saved)
+    assert shapes == sorted([(n, p), (n, q), (n, n - 1), (n, n - 1)])
+    assert saved[0].data_ptr() == student.data_ptr() and saved[1].data_ptr() == teacher.data_ptr()  # no copies
+
+
+@pytest.mark.parametrize("path", [p for p in FAST_PATHS if not p.exact], ids=str)
+def test_binned_past_its_budget_saves_the_features_and_two_empty_placeholders(monkeypatch, path: Path) -> None:
+    monkeypatch.setattr(plan_module, "SAVED_RANKS_BYTES", {torch.device(DEVICE).type: 0})
+    n = 11
+    student = random_features(n, 4, seed=93, dtype=torch.float32).to(DEVICE).requires_grad_()
+    teacher = random_features(n, 3, seed=94, dtype=torch.float32).to(DEVICE).requires_grad_()
+    saved = _saved_tensors(student, teacher, **path.options)
+    assert sorted(tuple(t.shape) for t in saved) == sorted([(n, 4), (n, 3), (0, n - 1), (0, n - 1)])
+    assert sum(t.numel() for t in saved) == n * (4 + 3)
