@@ -1,9 +1,15 @@
-"""algorithm="binned" against the dense algorithm: soft ranks, loss, gradients, every option, hard rows.
+"""algorithm="binned": the binned rank stage against the dense one, and the binned paths end to end.
 
-The dense torch backend is the oracle here (it agrees with the brute-force oracle elsewhere). The
-documented bounds (pc_kernels/binned_soft_ranks.py): normalized soft ranks within
-RANK_ERROR_CONSTANT·(h/τ)² of the dense ones (RANK_TOLERANCE = 1e-5 with the automatic grid), and
-the rank-step gradient ∂L/∂x_j within (|G_j| + max_k |G_k|)·(h/τ)²/(32 τ).
+The rank stage works in units of τ: rows of candidate dissimilarities d (m, w) with a per-row factor c
+give the points y = c·d (c = 1/τ here unless said otherwise). The documented bounds
+(pc_kernels/stages/binned_ranks.py), h the grid spacing in units of τ:
+- normalized soft ranks within RANK_ERROR_CONSTANT·h⁴·w/(w − 1) of the dense ones (RANK_TOLERANCE =
+  1e-5 with the automatic grid, h = automatic_spacing(w));
+- ∂L/∂y_j within (|G_j| + max_k |G_k|)·SLOPE_ERROR_CONSTANT·h⁴·w/(w − 1), G = ∂L/∂R.
+Gaps wider than SATURATION (units of τ) are shortened to SATURATION, so an outlier costs at most
+SATURATION/h nodes. The stage is tested with its "torch" and (numba installed) "numba" loops. The
+binned paths' loss and gradients against the reference and the dense paths over the option grid are in
+test_paths_agree.py.
 """
 
 from __future__ import annotations
@@ -14,17 +20,19 @@ import pytest
 import torch
 
 import pc_kernels
-from helpers import OPTION_GRID, option_id, random_features
-from pc_kernels import binned_soft_ranks as binned
-from pc_kernels import torch_backend
-from pc_kernels.torch_soft_ranks import soft_ranks as dense_soft_ranks
-from pc_kernels.torch_soft_ranks import strip_rows
+from helpers import DEVICE, OPTION_GRID, cosine, loss_and_grads, random_features, usable_paths
+from pc_kernels import pipeline
+from pc_kernels import plan as plan_module
+from pc_kernels.stages import binned_ranks as binned
+from pc_kernels.stages.dense_ranks import dense_ranks, dense_ranks_backward
 
 TAUS = (0.01, 0.03, 0.1, 0.3, 1.0)
+BINNED_PATHS = [path for path in usable_paths() if path.algorithm == "binned"]
+LOOPS = ["torch", "numba"] if plan_module._NUMBA_INSTALLED else ["torch"]
 
 
 def _rows(kind: str, m: int, w: int, seed: int) -> torch.Tensor:
-    """(m, w) float64 scaled-dissimilarity-like rows of one shape family."""
+    """(m, w) float64 dissimilarity-like rows of one shape family."""
     g = torch.Generator().manual_seed(seed)
     if kind == "gaussian":
         rows = torch.randn(m, w, generator=g, dtype=torch.float64).abs() * 2.0
@@ -40,92 +48,147 @@ def _rows(kind: str, m: int, w: int, seed: int) -> torch.Tensor:
     return rows
 
 
-def _dense(rows: torch.Tensor, tau: float) -> torch.Tensor:
-    return dense_soft_ranks(rows, tau, rows.shape[0], strip_rows(rows.shape[1]))
+def _factor(d: torch.Tensor, tau: float) -> torch.Tensor:
+    return torch.full((d.shape[0],), 1.0 / tau, dtype=d.dtype)
 
 
+def _per_pair_to_row(w: int) -> float:
+    """A row's sum has w pair terms (its own included) over w − 1."""
+    return w / (w - 1)
+
+
+@pytest.mark.parametrize("loops", LOOPS)
 @pytest.mark.parametrize("tau", TAUS)
 @pytest.mark.parametrize("kind", ["gaussian", "clusters", "outliers", "ties"])
-def test_soft_ranks_and_rank_gradient_within_documented_bounds(kind: str, tau: float) -> None:
-    x = _rows(kind, 6, 301, seed=int(tau * 1000)).requires_grad_()
-    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    dense = _dense(x, tau)
-    approx = binned.binned_soft_ranks(x, tau, None)
-    assert (approx - dense).abs().max().item() <= binned.RANK_TOLERANCE
-    (grad_dense,) = torch.autograd.grad(dense, x, g)
-    (grad_binned,) = torch.autograd.grad(approx, x, g)
-    h = binned.automatic_spacing(tau)
-    bound = (g.abs() + g.abs().amax(dim=1, keepdim=True)) * (h / tau) ** 2 / (32.0 * tau)
-    assert torch.all((grad_binned - grad_dense).abs() <= bound + 1e-12)
-    cosine = torch.nn.functional.cosine_similarity(grad_binned.flatten(), grad_dense.flatten(), dim=0)
-    assert cosine.item() >= 0.9999
+def test_ranks_and_rank_gradient_within_documented_bounds(kind: str, tau: float, loops: str) -> None:
+    d = _rows(kind, 6, 301, seed=int(tau * 1000))
+    c = _factor(d, tau)
+    g = torch.randn(d.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    approx = binned.binned_ranks(d, c, None, loops)
+    assert (approx - dense_ranks(d, c, 6)).abs().max().item() <= binned.RANK_TOLERANCE
+    grad_dense = dense_ranks_backward(d, c, g, 6)
+    grad_binned = binned.binned_ranks_backward(d, c, g, None, loops)
+    h = binned.automatic_spacing(301)
+    bound = (g.abs() + g.abs().amax(dim=1, keepdim=True)) * binned.SLOPE_ERROR_CONSTANT * h**4 * _per_pair_to_row(301)
+    assert torch.all((grad_binned - grad_dense).abs() <= bound + 1e-12)  # 1e-12: float64 rounding of the sums
+    assert cosine(grad_binned, grad_dense) >= 0.9999
 
 
+@pytest.mark.parametrize("w", [2, 3, 300, 10**5])
+def test_the_automatic_spacing_meets_the_tolerance(w: int) -> None:
+    h = binned.automatic_spacing(w)
+    assert binned.RANK_ERROR_CONSTANT * h**4 * _per_pair_to_row(w) == pytest.approx(binned.RANK_TOLERANCE, rel=1e-12)
+    # (27/512)·max|σ| and (27/512)·max|σ'|, from the cubic Lagrange remainder (module docstring).
+    z = torch.linspace(-8, 8, 200001, dtype=torch.float64)
+    s = torch.sigmoid(z)
+    fourth = s * (1 - s) * (1 - 2 * s) * (1 - 12 * s + 12 * s * s)
+    assert pytest.approx(27 / 512 * fourth.abs().max().item(), rel=1e-6) == binned.RANK_ERROR_CONSTANT
+    assert pytest.approx(27 / 512 * 0.25, rel=1e-12) == binned.SLOPE_ERROR_CONSTANT
+
+
+@pytest.mark.parametrize("loops", LOOPS)
+def test_ranks_depend_only_on_the_points_in_units_of_tau(loops: str) -> None:
+    """(d, c) and (2d, c/2) are the same points y = c·d: the same ranks and ∂L/∂y."""
+    d = _rows("gaussian", 3, 50, seed=4)
+    c = _factor(d, 0.1)
+    g = random_features(3, 50, seed=5)
+    torch.testing.assert_close(
+        binned.binned_ranks(2 * d, c / 2, None, loops), binned.binned_ranks(d, c, None, loops), rtol=0, atol=1e-15
+    )
+    torch.testing.assert_close(
+        binned.binned_ranks_backward(2 * d, c / 2, g, None, loops), binned.binned_ranks_backward(d, c, g, None, loops),
+        rtol=0, atol=1e-15,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("loops", LOOPS)
 @pytest.mark.parametrize("tau", (0.03, 0.3))
-def test_error_shrinks_as_bins_grow_and_meets_the_bound(tau: float) -> None:
-    x = _rows("clusters", 4, 257, seed=11)
-    dense = _dense(x, tau)
-    spread = (x.amax(dim=1) - x.amin(dim=1)).max().item()
+def test_error_shrinks_as_bins_grow_and_meets_the_bound(tau: float, loops: str) -> None:
+    d = _rows("clusters", 4, 257, seed=11)
+    c = _factor(d, tau)
+    dense = dense_ranks(d, c, 4)
     errors = []
     for bins in (64, 256, 1024, 4096):
-        error = (binned.binned_soft_ranks(x, tau, bins) - dense).abs().max().item()
-        h = spread / (bins - 1)
-        assert error <= binned.RANK_ERROR_CONSTANT * (h / tau) ** 2
-        errors.append(error)
-    assert all(later < earlier / 8 for earlier, later in zip(errors, errors[1:]))
+        grid = binned.Grid(d, c, bins, loops)
+        assert grid.nodes == bins + 2  # one margin node on each side for the cubic basis
+        error = (binned.binned_ranks(d, c, bins, loops) - dense).abs().amax(dim=1)
+        bound = binned.RANK_ERROR_CONSTANT * grid.spacing**4 * _per_pair_to_row(257)  # per row, h of that row
+        assert torch.all(error <= bound)
+        errors.append(error.max().item())
+    # h shrinks 4× per step: the h⁴ bound 256×; ask for 64× (more than a third-order scheme gives).
+    assert all(later < earlier / 64 for earlier, later in zip(errors, errors[1:], strict=False))
 
 
-def test_outliers_cost_no_bins() -> None:
-    """Gaps wider than SATURATION·τ are closed: the grid spans the occupied part of each row."""
+@pytest.mark.parametrize("loops", LOOPS)
+def test_outliers_cost_at_most_saturation_each(loops: str) -> None:
+    """Gaps wider than SATURATION (units of τ) are shortened to SATURATION: the grid spans each row's
+    bulk plus at most SATURATION per outlier, not the outliers' distance."""
     tau = 0.1
-    x = _rows("outliers", 3, 200, seed=5)
-    grid = binned.Grid.of(x.clone(), tau, None)
-    # The bulk plus, per outlier, at most two coarse cells (its own and the empty one kept after it).
-    width = binned.SATURATION * tau
-    occupied = (x[:, 3:].amax(dim=1) - x[:, 3:].amin(dim=1)).max().item() + width + 3 * 2 * width
-    assert grid.nodes <= math.ceil(occupied / binned.automatic_spacing(tau)) + 2
-    assert grid.nodes < 5000 / binned.automatic_spacing(tau) / 50
-    assert (binned.binned_soft_ranks(x, tau, 512) - _dense(x, tau)).abs().max().item() < 1e-3
+    d = _rows("outliers", 3, 200, seed=5)
+    c = _factor(d, tau)
+    h = binned.automatic_spacing(200)
+    grid = binned.Grid(d, c, None, loops)
+    bulk = ((d[:, 3:].amax(dim=1) - d[:, 3:].amin(dim=1)) / tau).max().item()
+    # Interior nodes ceil(spread/h) + 1, plus the two margin nodes.
+    assert grid.nodes <= math.ceil((bulk + 3 * binned.SATURATION) / h) + 3
+    assert grid.nodes < (5000 / tau) / h / 100
+    dense = dense_ranks(d, c, 3)
+    assert (binned.binned_ranks(d, c, None, loops) - dense).abs().max().item() <= binned.RANK_TOLERANCE
+    coarse = binned.Grid(d, c, 128, loops)
+    # The 128 nodes span the closed rows: about (bulk + 3·SATURATION)/127 apart, not 5000/τ/127.
+    assert coarse.spacing.max().item() <= (bulk + 3 * binned.SATURATION) / 127 + 1e-12
+    error = (binned.binned_ranks(d, c, 128, loops) - dense).abs().amax(dim=1)
+    assert torch.all(error <= binned.RANK_ERROR_CONSTANT * coarse.spacing**4 * _per_pair_to_row(200))
 
 
-def test_equal_and_tiny_rows_are_finite() -> None:
-    x = torch.zeros(3, 10, dtype=torch.float64, requires_grad=True)
-    ranks = binned.binned_soft_ranks(x, 1e-4, None)
-    assert torch.allclose(ranks, torch.full_like(ranks, 0.5))
-    (grad,) = torch.autograd.grad(ranks.sum(), x)
-    assert torch.isfinite(grad).all()
-    y = torch.tensor([[0.0, 1.0]], dtype=torch.float64, requires_grad=True)
-    assert torch.allclose(binned.binned_soft_ranks(y, 0.1, None), _dense(y, 0.1), atol=1e-5)
+@pytest.mark.parametrize("loops", LOOPS)
+def test_equal_and_tiny_rows_are_finite(loops: str) -> None:
+    d = torch.zeros(3, 10, dtype=torch.float64)
+    c = torch.full((3,), 1e4, dtype=torch.float64)
+    torch.testing.assert_close(binned.binned_ranks(d, c, None, loops), torch.full_like(d, 0.5), rtol=0, atol=1e-15)
+    assert torch.isfinite(binned.binned_ranks_backward(d, c, torch.ones_like(d), None, loops)).all()
+    pair = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
+    c = torch.tensor([10.0], dtype=torch.float64)
+    dense = dense_ranks(pair, c, 1)
+    torch.testing.assert_close(binned.binned_ranks(pair, c, None, loops), dense, rtol=0, atol=binned.RANK_TOLERANCE)
 
 
-def _loss_and_grads(student, teacher, **options):
-    loss = pc_kernels.perception_coherence_loss(student, teacher, **options)
-    inputs = [x for x in (student, teacher) if x.requires_grad]
-    grads = torch.autograd.grad(loss.sum(), inputs, allow_unused=True)
-    return loss.detach(), [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads)]
+@pytest.mark.parametrize("loops", LOOPS)
+def test_deposits_are_order_independent(loops: str) -> None:
+    """int64 fixed-point deposits: permuting a row's candidates permutes its results bitwise."""
+    d = _rows("clusters", 2, 120, seed=6)
+    c = _factor(d, 0.05)
+    g = random_features(2, 120, seed=7)
+    perm = torch.randperm(120, generator=torch.Generator().manual_seed(8))
+    assert torch.equal(binned.binned_ranks(d[:, perm], c, None, loops), binned.binned_ranks(d, c, None, loops)[:, perm])
+    assert torch.equal(
+        binned.binned_ranks_backward(d[:, perm], c, g[:, perm], None, loops),
+        binned.binned_ranks_backward(d, c, g, None, loops)[:, perm],
+    )
 
 
-def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
-    return torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0).item()
-
-
-@pytest.mark.parametrize("options", OPTION_GRID, ids=option_id)
-def test_loss_and_gradients_agree_with_dense_for_every_option(options: dict) -> None:
-    student = random_features(41, 5, seed=1).requires_grad_()
-    teacher = random_features(41, 7, seed=2).requires_grad_()
-    for tau in (0.05, 0.5):
-        dense, dense_grads = _loss_and_grads(student, teacher, backend="torch", tau=tau, **options)
-        loss, grads = _loss_and_grads(student, teacher, backend="torch", tau=tau, algorithm="binned", **options)
-        assert abs(loss.item() - dense.item()) <= 1e-4 * abs(dense.item())
-        for grad, reference in zip(grads, dense_grads):
-            if reference.abs().max() > 0:
-                assert _cosine(grad, reference) >= 0.9999
-                assert (grad - reference).norm() <= 1e-3 * reference.norm()
+@pytest.mark.skipif(len(LOOPS) < 2, reason="numba is not installed")
+@pytest.mark.parametrize("bins", [None, 300])
+def test_numba_loops_compute_what_the_torch_loops_compute(bins) -> None:
+    """Same operations in the same order: the int64 deposits identical, the sums to the last bits."""
+    d = _rows("outliers", 4, 150, seed=9)
+    c = _factor(d, 0.05)
+    g = random_features(4, 150, seed=10)
+    torch_grid, numba_grid = binned.Grid(d, c, bins, "torch"), binned.Grid(d, c, bins, "numba")
+    for weights in (None, g):
+        assert torch.equal(torch_grid._deposit(weights)[0], numba_grid._deposit(weights)[0])
+    torch.testing.assert_close(
+        binned.binned_ranks(d, c, bins, "numba"), binned.binned_ranks(d, c, bins, "torch"), rtol=0, atol=1e-14
+    )
+    torch.testing.assert_close(
+        binned.binned_ranks_backward(d, c, g, bins, "numba"), binned.binned_ranks_backward(d, c, g, bins, "torch"),
+        rtol=1e-12, atol=1e-14,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("kind", ["clusters", "duplicates"])
 @pytest.mark.parametrize("tau", TAUS)
-def test_loss_agrees_on_hard_batches(kind: str, tau: float) -> None:
+def test_loss_agrees_with_dense_on_hard_batches(kind: str, tau: float) -> None:
     g = torch.Generator().manual_seed(7)
     if kind == "clusters":
         centres = torch.randn(5, 8, generator=g, dtype=torch.float64) * 10
@@ -136,11 +199,11 @@ def test_loss_agrees_on_hard_batches(kind: str, tau: float) -> None:
         60, 6, generator=g, dtype=torch.float64
     )
     student.requires_grad_()
-    dense, (dense_grad,) = _loss_and_grads(student, teacher, backend="torch", tau=tau)
-    loss, (grad,) = _loss_and_grads(student, teacher, backend="torch", tau=tau, algorithm="binned")
+    dense, (dense_grad,) = loss_and_grads(student, teacher, backend="torch", tau=tau)
+    loss, (grad,) = loss_and_grads(student, teacher, backend="torch", tau=tau, algorithm="binned")
     assert torch.isfinite(grad).all()
     assert abs(loss.item() - dense.item()) <= 1e-4 * abs(dense.item())
-    assert _cosine(grad, dense_grad) >= 0.9999
+    assert cosine(grad, dense_grad) >= 0.9999
 
 
 def test_public_soft_ranks_within_tolerance() -> None:
@@ -160,6 +223,7 @@ def test_float32_inputs_stay_within_tolerance() -> None:
     assert abs(loss.item() - dense.item()) <= 1e-4 * dense.item()
     ranks = pc_kernels.soft_ranks(student.float(), backend="torch", algorithm="binned")
     reference = pc_kernels.soft_ranks(student, backend="torch")
+    # The bound, plus float32 rounding of distances and ranks (below 1e-5 here).
     assert (ranks.double() - reference).abs().max().item() <= 2 * binned.RANK_TOLERANCE
 
 
@@ -172,55 +236,55 @@ def test_half_precision_inputs_are_finite(dtype: torch.dtype) -> None:
     assert torch.isfinite(loss) and torch.isfinite(student.grad).all()
 
 
-def test_deterministic_and_independent_of_blocks_and_row_subsets() -> None:
-    student = random_features(37, 5, seed=3).requires_grad_()
-    teacher = random_features(37, 4, seed=4)
-    options = dict(backend="torch", algorithm="binned", reduction="none")
-    first, (first_grad,) = _loss_and_grads(student, teacher, **options)
-    again, (again_grad,) = _loss_and_grads(student, teacher, **options)
-    assert torch.equal(first, again) and torch.equal(first_grad, again_grad)
-    for chunk in (1, 6, 37):
-        losses, (grad,) = _loss_and_grads(student, teacher, chunk_rows=chunk, **options)
-        torch.testing.assert_close(losses, first, rtol=1e-12, atol=1e-15)
-        torch.testing.assert_close(grad, first_grad, rtol=1e-10, atol=1e-14)
-    subset = pc_kernels.perception_coherence_loss(student, teacher, rows=(10, 23), **options)
-    torch.testing.assert_close(subset, first[10:23], rtol=1e-12, atol=1e-15)
-
-
-def test_checkpointed_blocks_give_the_same_loss_and_gradients(monkeypatch) -> None:
-    student = random_features(29, 6, seed=5).requires_grad_()
-    teacher = random_features(29, 3, seed=6).requires_grad_()
-    options = dict(backend="torch", algorithm="binned", chunk_rows=4, discrepancy="spearman")
-    plain, plain_grads = _loss_and_grads(student, teacher, **options)
+@pytest.mark.parametrize("path", BINNED_PATHS, ids=str)
+def test_recomputed_blocks_give_the_same_loss_and_gradients_as_kept_ranks(monkeypatch, path) -> None:
+    """Past SAVED_RANKS_BYTES the plan keeps no ranks (save_ranks False) and the backward recomputes
+    each block's ranks: bitwise the same loss and gradients."""
+    n = 13 if path.interpreted else 29
+    student = random_features(n, 6, seed=5).to(DEVICE).requires_grad_()
+    teacher = random_features(n, 3, seed=6).to(DEVICE).requires_grad_()
     calls = []
+    original = pipeline.binned_ranks
 
-    def counting_checkpoint(function, *args, use_reentrant):
-        calls.append(args[3])
-        return torch.utils.checkpoint.checkpoint(function, *args, use_reentrant=use_reentrant)
+    def counting(*args):
+        calls.append(1)
+        return original(*args)
 
-    monkeypatch.setattr(torch_backend, "BINNED_MEMORY_BYTES", {"cpu": 0})
-    monkeypatch.setattr(torch_backend, "checkpoint", counting_checkpoint)
-    loss, grads = _loss_and_grads(student, teacher, **options)
-    assert calls == list(range(0, 29, 4))
-    torch.testing.assert_close(loss, plain, rtol=1e-12, atol=0)
-    for grad, reference in zip(grads, plain_grads):
-        torch.testing.assert_close(grad, reference, rtol=1e-10, atol=1e-15)
+    monkeypatch.setattr(pipeline, "binned_ranks", counting)
+    criterion = pc_kernels.PerceptionCoherenceLoss(chunk_rows=4, discrepancy="spearman", **path.options)
+
+    def run():
+        calls.clear()
+        loss = criterion(student, teacher)
+        grads = torch.autograd.grad(loss, (student, teacher))
+        return loss.detach(), grads, len(calls)
+
+    kept, kept_grads, kept_calls = run()
+    assert criterion.last_plan.save_ranks
+    monkeypatch.setattr(plan_module, "SAVED_RANKS_BYTES", {student.device.type: 0})
+    loss, grads, recomputed_calls = run()
+    assert not criterion.last_plan.save_ranks
+    blocks = -(-n // 4)
+    assert (kept_calls, recomputed_calls) == (2 * blocks, 4 * blocks)  # both sides, forward (+ backward)
+    assert torch.equal(loss, kept)
+    assert all(torch.equal(a, b) for a, b in zip(grads, kept_grads, strict=True))
 
 
 @pytest.mark.skipif(
-    "triton" not in pc_kernels.available_backends("cuda" if torch.cuda.is_available() else "cpu"),
-    reason="triton backend unavailable (needs CUDA or TRITON_INTERPRET=1)",
+    not any(path.backend == "triton" for path in BINNED_PATHS),
+    reason="the triton-binned path needs CUDA or the Triton interpreter (TRITON_INTERPRET=1)",
 )
 @pytest.mark.parametrize("n", (5, 17, 33))
-def test_triton_backend_binned_matches_torch_backend_binned(n: int) -> None:
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+def test_triton_binned_matches_torch_binned(n: int) -> None:
+    """The two binned paths share the rank stage; only the dissimilarity stage differs (the same float64
+    Gram form, in a kernel)."""
     options = OPTION_GRID[n % len(OPTION_GRID)]
-    student = random_features(n, 7, seed=n).to(device).requires_grad_()
-    teacher = random_features(n, 3, seed=n + 1).to(device).requires_grad_()
-    expected, expected_grads = _loss_and_grads(student, teacher, backend="torch", algorithm="binned", **options)
-    loss, grads = _loss_and_grads(student, teacher, backend="triton", algorithm="binned", **options)
+    student = random_features(n, 7, seed=n).to(DEVICE).requires_grad_()
+    teacher = random_features(n, 3, seed=n + 1).to(DEVICE).requires_grad_()
+    expected, expected_grads = loss_and_grads(student, teacher, backend="torch", algorithm="binned", **options)
+    loss, grads = loss_and_grads(student, teacher, backend="triton", algorithm="binned", **options)
     torch.testing.assert_close(loss, expected, rtol=1e-9, atol=1e-12)
-    for grad, reference in zip(grads, expected_grads):
+    for grad, reference in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(grad, reference, rtol=1e-7, atol=1e-10)
     ranks = pc_kernels.soft_ranks(student.detach(), backend="triton", algorithm="binned")
     torch.testing.assert_close(ranks, pc_kernels.soft_ranks(student.detach(), backend="torch", algorithm="binned"))
@@ -247,6 +311,13 @@ def test_bad_options_name_the_argument(options: dict, words: str) -> None:
 
 
 def test_a_spread_too_wide_for_any_grid_is_refused() -> None:
-    x = torch.cat([torch.zeros(1, 1), torch.arange(1, 40).reshape(-1, 1) * 1e6]).double()
-    with pytest.raises(ValueError, match="algorithm='dense'"):
-        pc_kernels.perception_coherence_loss(x, x, normalize="none", tau=1e-3, algorithm="binned", backend="torch")
+    """Gaps just under SATURATION are not shortened: 30000 points 29.9τ apart span 9·10⁵ τ, more than
+    MAX_BINS nodes of the automatic spacing (about 0.2τ)."""
+    tau, n = 1e-3, 30000
+    x = torch.arange(n, dtype=torch.float64)[:, None] * (29.9 * tau)
+    assert (n - 1) * 29.9 / binned.automatic_spacing(n - 1) > binned.MAX_BINS
+    with pytest.raises(ValueError, match=r"needs \d+ bins per row.*pass bins=.*algorithm='dense'"):
+        pc_kernels.soft_ranks(x, normalize="none", tau=tau, algorithm="binned", backend="torch")
+    # bins= makes it run: the grid then spans each row with that many nodes.
+    ranks = pc_kernels.soft_ranks(x[:40], normalize="none", tau=tau, algorithm="binned", backend="torch", bins=4096)
+    assert torch.isfinite(ranks).all()
