@@ -3,7 +3,8 @@
 The interpreter checks what the kernels compute but not whether they compile for a GPU: a
 branch whose return dtype differs from another's, or a tile pipeline that needs more shared
 memory than a block may have, only fails there. Triton compiles for a target GPU without one,
-so this runs on any machine (in a subprocess, since TRITON_INTERPRET must be unset).
+so this runs on any machine (in a subprocess, since TRITON_INTERPRET must be unset). The variants
+are those of ``pc_kernels.kernels.variants.compile_variants()``, compiled by tests/hopper_compile.py.
 """
 
 import json
@@ -16,6 +17,8 @@ import pytest
 
 pytest.importorskip("triton")
 
+from pc_kernels.kernels.variants import compile_variants  # noqa: E402
+
 # Largest dynamic shared memory one thread block may use on sm_90 (227 KiB).
 HOPPER_SHARED_BYTES = 232448
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,12 +30,18 @@ def test_every_kernel_variant_compiles_for_hopper_within_shared_memory():
     result = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "hopper_compile.py")],
         env=env, capture_output=True, text=True, timeout=600, check=True,
-    )
+    )  # fmt: skip
     records = [json.loads(line) for line in result.stdout.splitlines()]
-    kernels = {r["kernel"] for r in records}
-    assert kernels == {
-        "_soft_rank_fwd_kernel", "_soft_rank_bwd_kernel", "_dissimilarity_fwd_kernel", "_dissimilarity_bwd_kernel"
-    }
-    assert {r["dtype"] for r in records} == {"torch.float32", "torch.float64"}
+    names = [r["variant"] for r in records]
+    assert len(names) == len(set(names))
+    assert set(names) == {variant.name for variant in compile_variants()}
     failures = [r for r in records if "error" in r or r["shared"] > HOPPER_SHARED_BYTES]
     assert not failures, json.dumps(failures, indent=1)
+
+
+def test_the_variants_cover_both_kernels_each_dtype_and_each_kind():
+    names = {variant.name for variant in compile_variants()}
+    for dtype in ("float32", "float64"):
+        assert {f"soft_rank_forward/{dtype}/accurate", f"soft_rank_backward/{dtype}/accurate"} <= names
+        assert {f"dissimilarity_forward/{dtype}/{kind}" for kind in ("euclidean", "sqeuclidean", "cosine")} <= names
+    assert {"soft_rank_forward/float32/fast", "soft_rank_backward/float32/fast"} <= names
