@@ -4,7 +4,6 @@ import pytest
 import torch
 
 import pc_kernels
-from pc_kernels import reference
 from helpers import random_features
 
 X = random_features(6, 3, seed=61)
@@ -84,25 +83,29 @@ def test_helper_functions_validate_their_arguments():
         pc_kernels.soft_ranks(X, tau=0)
 
 
-def test_reference_refuses_sizes_above_its_memory_limit():
-    reference.set_memory_limit(2**20)
-    try:
-        x = random_features(80, 3, seed=63)
-        with pytest.raises(ValueError, match=r"backend='reference' would need about .* use backend='torch'"):
-            pc_kernels.perception_coherence_loss(x, x, backend="reference")
-    finally:
-        reference.set_memory_limit(None)
-    assert reference.memory_limit_bytes() == 4 * 2**30
+def test_reference_refuses_sizes_above_its_memory_limit(monkeypatch):
+    x = random_features(80, 3, seed=63)
+    pc_kernels.perception_coherence_loss(x, x, backend="reference")  # within the default 4 GiB
+    monkeypatch.setenv("PC_KERNELS_REFERENCE_MEMORY_LIMIT", str(2**20))
+    with pytest.raises(ValueError, match=r"backend='reference' would need about .* use backend='torch'"):
+        pc_kernels.perception_coherence_loss(x, x, backend="reference")
+    with pytest.raises(ValueError, match=r"backend='reference' would need about"):
+        pc_kernels.soft_ranks(x, backend="reference")
+    pc_kernels.perception_coherence_loss(x, x, backend="torch")  # the fast paths have no such limit
 
 
-def test_reference_limit_rejects_bad_values():
-    with pytest.raises(ValueError, match="limit_bytes"):
-        reference.set_memory_limit(-5)
+@pytest.mark.parametrize("variable", ["PC_KERNELS_REFERENCE_MEMORY_LIMIT", "PC_KERNELS_TORCH_WORKSPACE_BYTES"])
+@pytest.mark.parametrize("value", ["-5", "lots", "0", "1.5"])
+def test_bad_environment_settings_are_rejected_by_name(monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+    backend = "reference" if "REFERENCE" in variable else "torch"
+    with pytest.raises(ValueError, match=f"{variable} must be a positive integer"):
+        pc_kernels.perception_coherence_loss(X, Y, backend=backend)
 
 
 def test_triton_without_gpu_or_interpreter_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
-    with pytest.raises(RuntimeError, match="backend='triton' is not available for tensors on cpu"):
+    with pytest.raises(RuntimeError, match="backend='triton' runs on CUDA tensors; got tensors on cpu"):
         pc_kernels.perception_coherence_loss(X, Y, backend="triton")
 
 
