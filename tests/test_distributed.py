@@ -21,6 +21,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 import pc_kernels
+from helpers import usable_paths
 from pc_kernels import perception_coherence_loss
 
 # Wall-clock bound of one spawned job, and of each collective inside it: a hang fails the test.
@@ -33,8 +34,9 @@ OPTION_VARIANTS = (
     {"dissimilarity": "cosine", "discrepancy": "spearman", "teacher_ranks": "hard", "tau": 0.3},
     {"dissimilarity": "sqeuclidean", "normalize": "none", "tau": 0.5},
 )
-# reference and torch; triton too under the Triton interpreter (TRITON_INTERPRET=1, set by conftest without CUDA).
-CPU_BACKENDS = pc_kernels.available_backends("cpu")
+# Every path usable on CPU tensors: (backend, algorithm) pairs, the Triton ones under the interpreter
+# (TRITON_INTERPRET=1, set by conftest without CUDA).
+CPU_PATHS = [(p.backend, p.algorithm) for p in usable_paths() if p.backend in pc_kernels.available_backends("cpu")]
 
 # What the last rank passes differently in the error cases, and words the error must contain.
 DEFAULT_LOCAL_INPUT = {"tau": 0.1, "p": 6, "dtype": torch.float64, "n": 3, "teacher_n": 3}
@@ -47,33 +49,32 @@ LAST_RANK_DEVIATIONS = {
 }
 
 
-def agreement_cases(world: int, backends: list[str], device: str, dtype: str) -> list[dict]:
-    """Every backend × reduction × (equal, unequal) local sizes, plus option variants and a trained teacher."""
+def agreement_cases(world: int, paths: list[tuple[str, str]], device: str, dtype: str) -> list[dict]:
+    """Every path × reduction × (equal, unequal) local sizes, plus option variants and a trained teacher.
+
+    The binned algorithm's grid is chosen per row (its spacing depends only on n), so each rank's rows
+    match the single process too."""
     cases = [
-        dict(backend=b, reduction=r, sizes=s, options={}, trained_teacher=False)
-        for b in backends
+        dict(backend=b, algorithm=a, reduction=r, sizes=s, options={}, trained_teacher=False)
+        for b, a in paths
         for r in ("mean", "sum", "none")
         for s in LOCAL_SIZES[world]
     ]
     unequal = LOCAL_SIZES[world][1]
     cases += [
-        dict(backend=b, reduction="mean", sizes=unequal, options=o, trained_teacher=False)
-        for b in backends
+        dict(backend=b, algorithm=a, reduction="mean", sizes=unequal, options=o, trained_teacher=False)
+        for b, a in paths
         for o in OPTION_VARIANTS
     ]
-    cases += [dict(backend=b, reduction="mean", sizes=unequal, options={}, trained_teacher=True) for b in backends]
-    # The binned algorithm's grid is chosen per row, so each rank's rows match the single process too.
     cases += [
-        dict(backend=b, reduction=r, sizes=unequal, options={"algorithm": "binned"}, trained_teacher=False)
-        for b in backends
-        if b != "reference"
-        for r in ("mean", "none")
+        dict(backend=b, algorithm=a, reduction="mean", sizes=unequal, options={}, trained_teacher=True)
+        for b, a in paths
     ]
     return [dict(case, kind="agreement", seed=i, device=device, dtype=dtype) for i, case in enumerate(cases)]
 
 
 def case_id(case: dict) -> str:
-    options = f"{case['backend']}-{case['reduction']}-{case['options']}"
+    options = f"{case['backend']}-{case['algorithm']}-{case['reduction']}-{case['options']}"
     return f"{options}, local sizes {case['sizes']}, trained teacher {case['trained_teacher']}"
 
 
@@ -102,6 +103,7 @@ def loss_and_gradients(case: dict, rows: slice | None) -> dict:
         student,
         teacher,
         backend=case["backend"],
+        algorithm=case["algorithm"],
         reduction=case["reduction"],
         distributed=rows is not None,
         **case["options"],
@@ -173,7 +175,7 @@ def error_cases() -> list[dict]:
 def cpu_job(request, tmp_path_factory) -> tuple[int, list[dict], list[list[dict]]]:
     world = request.param
     # Error cases first: a disagreement must leave the process group usable for the next step.
-    cases = error_cases() + agreement_cases(world, CPU_BACKENDS, "cpu", "float64")
+    cases = error_cases() + agreement_cases(world, CPU_PATHS, "cpu", "float64")
     return world, cases, run_job(world, cases, tmp_path_factory.mktemp(f"world{world}"))
 
 
@@ -192,18 +194,20 @@ def check_agreement(world: int, cases: list[dict], results: list[list[dict]], rt
                 expected_loss = expected_loss[start : start + case["sizes"][rank]]
             where = f"{case_id(case)}, rank {rank}"
             torch.testing.assert_close(
-                got["loss"], expected_loss, rtol=rtol, atol=atol, msg=lambda m: f"{where}, loss: {m}"
+                got["loss"], expected_loss, rtol=rtol, atol=atol, msg=lambda m, where=where: f"{where}, loss: {m}"
             )
             assert len(got["grads"]) == len(single["grads"])
-            for g, e in zip(got["grads"], single["grads"]):
-                torch.testing.assert_close(g, e, rtol=rtol, atol=atol, msg=lambda m: f"{where}, gradient: {m}")
+            for g, e in zip(got["grads"], single["grads"], strict=True):
+                torch.testing.assert_close(
+                    g, e, rtol=rtol, atol=atol, msg=lambda m, where=where: f"{where}, gradient: {m}"
+                )
         compared += 1
     return compared
 
 
 def test_matches_single_process_on_concatenated_batch(cpu_job) -> None:
     world, cases, results = cpu_job
-    assert "reference" in CPU_BACKENDS
+    assert ("reference", "dense") in CPU_PATHS and ("torch", "binned") in CPU_PATHS
     assert check_agreement(world, cases, results, rtol=1e-10, atol=1e-12) == len(cases) - len(LAST_RANK_DEVIATIONS)
 
 
@@ -218,9 +222,9 @@ def test_disagreeing_ranks_raise_on_every_rank(cpu_job) -> None:
             assert message is not None and words in message, (case["deviation"], rank, message)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="the triton backend needs CUDA")
-def test_triton_backend_matches_single_process_on_cuda(tmp_path) -> None:
-    cases = agreement_cases(2, ["triton"], "cuda", "float32")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="compiled Triton kernels need CUDA")
+def test_triton_paths_match_single_process_on_cuda(tmp_path) -> None:
+    cases = agreement_cases(2, [("triton", "dense"), ("triton", "binned")], "cuda", "float32")
     results = run_job(2, cases, tmp_path)
     assert check_agreement(2, cases, results, rtol=1e-4, atol=1e-6) == len(cases)
 

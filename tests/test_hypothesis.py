@@ -7,18 +7,22 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import pc_kernels
-from helpers import cpu_backends
 import oracle
+import pc_kernels
+from helpers import DEVICE, usable_paths
 
 # The interpreter makes Triton far too slow for dozens of random examples; it has its own tests.
-BACKENDS = [b for b in cpu_backends() if b != "triton"]
+PATHS = [path for path in usable_paths() if not path.interpreted]
 TOLERANCE = {torch.float64: 1e-9, torch.float32: 2e-4, torch.bfloat16: 2e-4, torch.float16: 2e-4}
+# Binned paths: each soft rank within RANK_TOLERANCE = 1e-5 of the dense one, on both sides, so an
+# "mse" row loss moves by at most 2·max|R^S − R^T|·2e-5 + (2e-5)² < 4.1e-5, and a "spearman" one
+# measured by at most 8e-6 (300 random cases of this strategy): 1e-4 absolute per row on top.
+BINNED_TOLERANCE = 1e-4
 
 batch_sizes = st.one_of(st.sampled_from([3, 5, 7, 11, 13, 17, 23, 29, 31, 37]), st.integers(3, 40))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("path", PATHS, ids=str)
 @settings(max_examples=25, deadline=None)
 @given(
     n=batch_sizes,
@@ -31,12 +35,14 @@ batch_sizes = st.one_of(st.sampled_from([3, 5, 7, 11, 13, 17, 23, 29, 31, 37]), 
     teacher_ranks=st.sampled_from(["soft", "hard"]),
     seed=st.integers(0, 2**16),
 )
-def test_backend_agrees_with_oracle(backend, n, p, q, dtype, tau, dissimilarity, discrepancy, teacher_ranks, seed):
+def test_path_agrees_with_oracle(path, n, p, q, dtype, tau, dissimilarity, discrepancy, teacher_ranks, seed):
     generator = torch.Generator().manual_seed(seed)
-    student = torch.randn(n, p, generator=generator).to(dtype)
-    teacher = torch.randn(n, q, generator=generator).to(dtype)
-    options = dict(dissimilarity=dissimilarity, discrepancy=discrepancy, teacher_ranks=teacher_ranks, normalize="row_std")
-    got = pc_kernels.perception_coherence_loss(student, teacher, tau=tau, reduction="none", backend=backend, **options)
+    student = torch.randn(n, p, generator=generator).to(dtype).to(DEVICE)
+    teacher = torch.randn(n, q, generator=generator).to(dtype).to(DEVICE)
+    options = dict(
+        dissimilarity=dissimilarity, discrepancy=discrepancy, teacher_ranks=teacher_ranks, normalize="row_std"
+    )
+    got = pc_kernels.perception_coherence_loss(student, teacher, tau=tau, reduction="none", **path.options, **options)
     # The oracle sees exactly the values the backend saw (after rounding to dtype).
     expected = oracle.row_losses(student.double().tolist(), teacher.double().tolist(), tau=tau, **options)
     assert got.shape == (n,)
@@ -45,5 +51,7 @@ def test_backend_agrees_with_oracle(backend, n, p, q, dtype, tau, dissimilarity,
         # A float32 rounding can flip an exact tie of the hard ranks; compare only the mean.
         assert abs(got.double().mean().item() - sum(expected) / n) < 0.05
         return
-    torch.testing.assert_close(got.double(), torch.tensor(expected, dtype=torch.float64),
-                               rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype])
+    tolerance = TOLERANCE[dtype] + (0.0 if path.exact else BINNED_TOLERANCE)
+    torch.testing.assert_close(
+        got.double().cpu(), torch.tensor(expected, dtype=torch.float64), rtol=TOLERANCE[dtype], atol=tolerance
+    )
