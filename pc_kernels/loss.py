@@ -151,7 +151,7 @@ class PerceptionCoherenceLoss(nn.Module):
         Output: () for reduction "mean"/"sum", (end − start,) for "none".
 
     After a call, ``last_plan`` (``pc_kernels.plan.ExecutionPlan``) says how it ran: backend, algorithm,
-    stages, row blocks, whether ranks were kept for the backward; ``last_backend`` is its backend name.
+    stages, row blocks, what the forward kept for the backward; ``last_backend`` is its backend name.
 
     Example::
 

@@ -10,9 +10,10 @@ For each block of reference rows [a, b) and each side (student; teacher):
     R^S, R^T ──discrepancy──▶ ℓ (c,)
 
 and backward, block by block, in the reverse order: ∂ℓ → ∂R (discrepancy) → ∂y (rank stage) → ∂d (row
-scale) → ∂features (the distance policy's matrix products). The dissimilarities are recomputed in the
-backward (O(c·n·p) per block, instead of keeping n² values); the ranks of both sides are kept when the
-plan says so (always for the dense algorithm), else recomputed block by block.
+scale) → ∂features (the distance policy's matrix products). When the plan says so (always for the dense
+algorithm, within a memory budget for the binned one) the forward keeps both sides' ranks and the
+student's dissimilarities for the backward; otherwise the backward recomputes them block by block
+(only per-row statistics, O(n), are cheaper to recompute than to keep).
 
 Each entry point is a ``torch.library`` custom op with a fake implementation and a registered autograd
 formula, so ``torch.compile(fullgraph=True)`` treats a whole loss (or rank or dissimilarity matrix) as
@@ -100,7 +101,10 @@ class Stages(NamedTuple):
 
     def side(self, prepared: distances.PreparedFeatures, a: int, b: int) -> tuple[Tensor, RowScale]:
         """One side's candidate dissimilarities of rows [a, b) and their row scale."""
-        d = _distance_rows(self.distance_stage, prepared, a, b, self.loops)
+        return self.scaled(prepared, _distance_rows(self.distance_stage, prepared, a, b, self.loops))
+
+    def scaled(self, prepared: distances.PreparedFeatures, d: Tensor) -> tuple[Tensor, RowScale]:
+        """Candidate dissimilarities d of one side and their row scale."""
         return d, row_scale(d, self.tau, self.normalize, prepared.distance_exponent, self.loops)
 
     def side_ranks(self, d: Tensor, scale: RowScale, hard: bool) -> Tensor:
@@ -111,7 +115,7 @@ class Stages(NamedTuple):
         self, prepared: distances.PreparedFeatures, a: int, d: Tensor, scale: RowScale, grad_ranks: Tensor, out: Tensor
     ) -> None:
         """Add one side's ∂L/∂(prepared features) of rows [a, a + c) to ``out`` (n, p) float64."""
-        grad_d = row_scale_backward(d, scale, self.ranks_backward(d, scale.factor, grad_ranks))
+        grad_d = row_scale_backward(d, scale, self.ranks_backward(d, scale.factor, grad_ranks), self.loops)
         distances.accumulate_gradient(prepared, a, d, grad_d, out, self.loops)
 
 
@@ -182,28 +186,29 @@ def coherence_loss(
     hard_teacher: bool,
     row_start: int,
     row_end: int,
-    save_ranks: bool,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-reference losses ℓ (row_end − row_start,) of student (n, p) and teacher (n, q) features, and
-    both sides' ranks (m, n − 1) when ``save_ranks`` (else (0, n − 1) placeholders) for the backward."""
+    keep_for_backward: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per-reference losses ℓ (row_end − row_start,) of student (n, p) and teacher (n, q) features, and what
+    the backward reuses: both sides' ranks and the student's dissimilarities, (m, n − 1) each, when
+    ``keep_for_backward`` (else (0, n − 1) placeholders)."""
     stages = Stages(
         tau, dissimilarity, normalize, distance_stage, rank_stage, block_rows, tile_rows, bins, fast_sigmoid, loops
     )
     ps, pt = distances.prepare(student, dissimilarity), distances.prepare(teacher, dissimilarity)
     m, w = row_end - row_start, student.shape[0] - 1
-    kept = m if save_ranks else 0
     losses = student.new_empty(m)
-    ranks_s, ranks_t = student.new_empty((kept, w)), student.new_empty((kept, w))
+    kept = (m if keep_for_backward else 0, w)
+    ranks_s, ranks_t, distances_s = student.new_empty(kept), student.new_empty(kept), student.new_empty(kept)
     for a, b in stages.blocks(row_start, row_end):
         ds, scale_s = stages.side(ps, a, b)
         dt, scale_t = stages.side(pt, a, b)
         rs = stages.side_ranks(ds, scale_s, False)
         rt = stages.side_ranks(dt, scale_t, hard_teacher)
-        losses[a - row_start : b - row_start] = discrepancy(rs, rt, discrepancy_kind)
-        if save_ranks:
-            ranks_s[a - row_start : b - row_start] = rs
-            ranks_t[a - row_start : b - row_start] = rt
-    return losses.add_(_poison(ps, pt)), ranks_s, ranks_t
+        rows = slice(a - row_start, b - row_start)
+        losses[rows] = discrepancy(rs, rt, discrepancy_kind)
+        if keep_for_backward:
+            ranks_s[rows], ranks_t[rows], distances_s[rows] = rs, rt, ds
+    return losses.add_(_poison(ps, pt)), ranks_s, ranks_t, distances_s
 
 
 @coherence_loss.register_fake
@@ -224,12 +229,11 @@ def _(
     hard_teacher: bool,
     row_start: int,
     row_end: int,
-    save_ranks: bool,
-) -> tuple[Tensor, Tensor, Tensor]:
+    keep_for_backward: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     m = row_end - row_start
-    kept = m if save_ranks else 0
-    w = student.shape[0] - 1
-    return student.new_empty(m), student.new_empty((kept, w)), student.new_empty((kept, w))
+    kept = student.new_empty((m if keep_for_backward else 0, student.shape[0] - 1))
+    return student.new_empty(m), kept, torch.empty_like(kept), torch.empty_like(kept)
 
 
 @torch.library.custom_op("pc_kernels::coherence_loss_backward", mutates_args=())
@@ -239,6 +243,7 @@ def coherence_loss_backward(
     teacher: Tensor,
     ranks_s: Tensor,
     ranks_t: Tensor,
+    distances_s: Tensor,
     tau: float,
     dissimilarity: str,
     normalize: str,
@@ -253,7 +258,7 @@ def coherence_loss_backward(
     hard_teacher: bool,
     row_start: int,
     row_end: int,
-    save_ranks: bool,
+    keep_for_backward: bool,
     student_grad: bool,
     teacher_grad: bool,
 ) -> tuple[Tensor, Tensor]:
@@ -268,15 +273,16 @@ def coherence_loss_backward(
     out_s = torch.zeros(ps.features.shape, dtype=torch.float64, device=student.device) if student_grad else None
     out_t = torch.zeros(pt.features.shape, dtype=torch.float64, device=teacher.device) if teacher_grad else None
     for a, b in stages.blocks(row_start, row_end):
-        ds, scale_s = stages.side(ps, a, b)
+        rows = slice(a - row_start, b - row_start)
+        ds, scale_s = stages.scaled(ps, distances_s[rows]) if keep_for_backward else stages.side(ps, a, b)
         # The teacher's dissimilarities are needed for its own gradient, or to recompute its ranks.
-        teacher_rows = stages.side(pt, a, b) if out_t is not None or not save_ranks else None
-        if save_ranks:
-            rs, rt = ranks_s[a - row_start : b - row_start], ranks_t[a - row_start : b - row_start]
+        teacher_rows = stages.side(pt, a, b) if out_t is not None or not keep_for_backward else None
+        if keep_for_backward:
+            rs, rt = ranks_s[rows], ranks_t[rows]
         else:
             assert teacher_rows is not None
             rs, rt = stages.side_ranks(ds, scale_s, False), stages.side_ranks(*teacher_rows, hard_teacher)
-        grad_rs, grad_rt = discrepancy_backward(rs, rt, g[a - row_start : b - row_start], discrepancy_kind)
+        grad_rs, grad_rt = discrepancy_backward(rs, rt, g[rows], discrepancy_kind)
         if out_s is not None:
             stages.side_backward(ps, a, ds, scale_s, grad_rs, out_s)
         if out_t is not None and teacher_rows is not None:
@@ -295,6 +301,7 @@ def _(
     teacher: Tensor,
     ranks_s: Tensor,
     ranks_t: Tensor,
+    distances_s: Tensor,
     tau: float,
     dissimilarity: str,
     normalize: str,
@@ -309,7 +316,7 @@ def _(
     hard_teacher: bool,
     row_start: int,
     row_end: int,
-    save_ranks: bool,
+    keep_for_backward: bool,
     student_grad: bool,
     teacher_grad: bool,
 ) -> tuple[Tensor, Tensor]:
@@ -320,16 +327,13 @@ def _(
 
 def _coherence_loss_setup(ctx, inputs: tuple, output: tuple) -> None:
     student, teacher, *ctx.settings = inputs
-    _, ranks_s, ranks_t = output
-    ctx.save_for_backward(student, teacher, ranks_s, ranks_t)
+    ctx.save_for_backward(student, teacher, *output[1:])
 
 
 def _coherence_loss_grad(ctx, grad_losses: Tensor, *_: Tensor) -> tuple:
-    student, teacher, ranks_s, ranks_t = ctx.saved_tensors
+    student, teacher, *kept = ctx.saved_tensors
     need_s, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    grad_s, grad_t = coherence_loss_backward(
-        grad_losses, student, teacher, ranks_s, ranks_t, *ctx.settings, need_s, need_t
-    )
+    grad_s, grad_t = coherence_loss_backward(grad_losses, student, teacher, *kept, *ctx.settings, need_s, need_t)
     path = _path_name(ctx.settings[3], ctx.settings[4])
     anchors = (grad_losses, student, teacher)
     grad_s = _first_order_only(grad_s if need_s else None, path, anchors)
@@ -359,7 +363,7 @@ def row_losses(student: Tensor, teacher: Tensor, options: LossOptions, plan: Exe
     """Per-reference losses ℓ_i (end − start,) for the plan's rows, from student (n, p) and teacher (n, q)
     features of one computation dtype on one device (teacher detached for hard teacher ranks)."""
     start, end = plan.rows
-    losses, _, _ = coherence_loss(
+    losses, *_ = coherence_loss(
         student,
         teacher,
         *_stage_arguments(options, plan, options.dissimilarity),
@@ -367,7 +371,7 @@ def row_losses(student: Tensor, teacher: Tensor, options: LossOptions, plan: Exe
         options.teacher_ranks == "hard",
         start,
         end,
-        plan.save_ranks,
+        plan.keep_for_backward,
     )
     return losses
 

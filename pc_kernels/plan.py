@@ -10,7 +10,7 @@ A computation path is a (dissimilarity stage, rank stage) pair run by ``pc_kerne
     "reference"  "dense"     the plain-autograd oracle (``pc_kernels.reference``)
 
 ``resolve_plan`` also fixes the pipeline's blocks of reference rows, the dense torch stage's tile,
-whether the ranks are kept for the backward (or each block recomputed in it), the sigmoid flavour
+what the forward keeps for the backward (or each block recomputed in it), the sigmoid flavour
 and the reference's memory limit. This module is the only code that reads environment variables:
 
     PC_KERNELS_TORCH_WORKSPACE_BYTES    workspace of the dense torch rank stage (default: 8 MiB on CPU,
@@ -42,8 +42,9 @@ _NUMBA_INSTALLED = importlib.util.find_spec("numba") is not None
 WORKSPACE_BYTES = {"cpu": 8 * 2**20, "cuda": 512 * 2**20}
 # Temporaries of one pipeline block: small on CPU, where blocks that stay in cache are fastest.
 BLOCK_BYTES = {"cpu": 32 * 2**20, "cuda": 2 * 2**30}
-# Ranks kept for the backward of algorithm="binned"; above this, each block is recomputed instead.
-SAVED_RANKS_BYTES = {"cpu": 4 * 2**30, "cuda": 24 * 2**30}
+# What the forward of algorithm="binned" keeps for the backward (two rank and one dissimilarity
+# matrices); above this, the backward recomputes each block instead.
+KEPT_BYTES = {"cpu": 4 * 2**30, "cuda": 24 * 2**30}
 REFERENCE_MEMORY_BYTES = 4 * 2**30
 _OTHER_DEVICE_BYTES = 128 * 2**20
 # (rows, n)-sized float64 temporaries one block row of the pipeline holds at once, both sides.
@@ -135,7 +136,8 @@ class ExecutionPlan:
         rows: the reference rows [start, end) computed.
         block_rows: reference rows the pipeline runs through all stages at once.
         tile_rows: rows per tile of the dense torch rank stage's workspace.
-        save_ranks: whether both sides' ranks are kept for the backward (else each block is recomputed).
+        keep_for_backward: whether the forward keeps both sides' ranks and the student's dissimilarities for
+            the backward (else the backward recomputes them block by block).
         fast_sigmoid: the tanh.approx sigmoid of the Triton rank stage.
         bins: grid nodes per row of algorithm="binned" (None: automatic).
         loops: "numba" (CPU tensors with numba installed: compiled loops for the distance epilogue and
@@ -149,7 +151,7 @@ class ExecutionPlan:
     rows: tuple[int, int]
     block_rows: int
     tile_rows: int
-    save_ranks: bool
+    keep_for_backward: bool
     fast_sigmoid: bool
     bins: int | None
     loops: str
@@ -159,7 +161,7 @@ class ExecutionPlan:
         start, end = self.rows
         return (
             f"backend={self.backend!r} algorithm={self.algorithm!r} stages={self.distance_stage}+{self.rank_stage} "
-            f"rows=[{start}, {end}) block_rows={self.block_rows} save_ranks={self.save_ranks} "
+            f"rows=[{start}, {end}) block_rows={self.block_rows} keep_for_backward={self.keep_for_backward} "
             f"fast_sigmoid={self.fast_sigmoid} loops={self.loops}"
         )
 
@@ -216,8 +218,8 @@ def resolve_plan(
     )
     tile_rows = max(1, workspace // (strip_width(w) * w * itemsize))
     binned = options.algorithm == "binned"
-    kept = 2 * (end - start) * w * itemsize
-    save_ranks = not binned or kept <= SAVED_RANKS_BYTES.get(device.type, _OTHER_DEVICE_BYTES)
+    kept = 3 * (end - start) * w * itemsize
+    keep_for_backward = not binned or kept <= KEPT_BYTES.get(device.type, _OTHER_DEVICE_BYTES)
     fast = backend == "triton" and device.type == "cuda" and dtype == torch.float32
     return ExecutionPlan(
         backend=backend,
@@ -227,7 +229,7 @@ def resolve_plan(
         rows=(start, end),
         block_rows=block_rows,
         tile_rows=tile_rows,
-        save_ranks=save_ranks,
+        keep_for_backward=keep_for_backward,
         fast_sigmoid=fast and environ.get("PC_KERNELS_FAST_SIGMOID") == "1",
         bins=options.bins,
         loops=_loops(device, environ),

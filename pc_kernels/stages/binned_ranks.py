@@ -98,7 +98,7 @@ def _closed_offsets(d: torch.Tensor, factor: torch.Tensor) -> tuple[torch.Tensor
 
 class Grid:
     """The grid of m rows of w points y = c·d: each row's origin, spacing and node count, and where its
-    points fall (``positions``), with the three steps of the module docstring (``kernel_sums``).
+    points fall (``positions``), with the three steps of the module docstring (``ranks``, ``rank_gradient``).
 
     A point's grid coordinate is u = (y − min y)/h + 1, between node a = ⌊u⌋ (clamped to 1 … nodes − 3, so
     that a − 1 … a + 2 are nodes) and a + 1: u = (d − min d)·(c/h) + 1, or, for rows whose gaps were closed,
@@ -206,45 +206,62 @@ class Grid:
             fixed[..., s : self.nodes - 3 + s].scatter_add_(2, index - 1, taps[s])
         return fixed, scale
 
-    def kernel_sums(self, weights: torch.Tensor | None, derivative: bool) -> torch.Tensor:
-        """Σ_k c_k K(y_j − y_k) (``derivative``: K') at every point, float64 (s, m, w), for the weight sets
-        c of ``_deposit``: ones, then, if given, the weights (m, w)."""
-        fixed, scale = self._deposit(weights)
+    def _smoothed(self, fixed: torch.Tensor, scale: torch.Tensor, derivative: bool) -> torch.Tensor:
+        """Step 2: the node masses convolved with K − ½ sign (``derivative``: K'), (s, m, L) float64."""
         masses = fixed.to(torch.float64).div_(scale)
-        smoothed = torch.fft.irfft(torch.fft.rfft(masses, n=self.length).mul_(self.spectrum(derivative)), n=self.length)
-        if self.loops == "numba":
-            from .numba_loops import read
+        spectrum = self.spectrum(derivative)
+        return torch.fft.irfft(torch.fft.rfft(masses, n=self.length).mul_(spectrum), n=self.length)
 
-            out = torch.empty((fixed.shape[0], *self.d.shape), dtype=torch.float64)
-            arguments = (smoothed.contiguous().numpy(), fixed.numpy(), scale[..., 0].numpy(), not derivative)
-            read(*self._loop_arguments(), *arguments, out.numpy())
-            return out
-        smoothed = smoothed[..., : self.nodes]
-        if not derivative:
-            # ½ Σ_b m_b sign(a − b) = ½ (2 P_a − m_a − P_last), P the inclusive prefix sums: exact in int64.
-            prefix = torch.cumsum(fixed, dim=2)
-            total = prefix[..., -1:].clone()
-            below_minus_above = prefix.mul_(2).sub_(fixed).sub_(total)
-            smoothed += below_minus_above.to(torch.float64).div_(2.0 * scale)
+    def _read(self, values: torch.Tensor) -> torch.Tensor:
+        """Step 3 (torch): Σ_t ℓ_t(f) values[..., a − 1 + t] at every point, (s, m, w) float64."""
         node, basis = self.positions
-        index = node.expand(smoothed.shape[0], -1, -1)
+        index = node.expand(values.shape[0], -1, -1)
         total = torch.zeros(index.shape, dtype=torch.float64, device=index.device)
         for s in range(4):
-            total.addcmul_(smoothed.gather(2, index + (s - 1)), basis[s])
+            total.addcmul_(values.gather(2, index + (s - 1)), basis[s])
         return total
+
+    def ranks(self) -> torch.Tensor:
+        """R_j = ½ + 1/(w − 1) Σ_k K(y_j − y_k), (m, w) in d's dtype."""
+        w = self.d.shape[1]
+        fixed, scale = self._deposit(None)
+        smoothed = self._smoothed(fixed, scale, False)
+        if self.loops == "numba":
+            from .numba_loops import read_ranks
+
+            out = torch.empty_like(self.d)
+            read_ranks(*self._loop_arguments(), smoothed.numpy(), fixed.numpy(), scale[..., 0].numpy(), out.numpy())
+            return out
+        # ½ Σ_b m_b sign(a − b) = ½ (2 P_a − m_a − P_last), P the inclusive prefix sums: exact in int64.
+        prefix = torch.cumsum(fixed, dim=2)
+        sign_part = prefix.mul_(2).sub_(fixed).sub_(prefix[..., -1:].clone())
+        values = smoothed[..., : self.nodes] + sign_part.to(torch.float64).div_(2.0 * scale)
+        return self._read(values)[0].div_(w - 1).add_(0.5).to(self.d.dtype)
+
+    def rank_gradient(self, grad_ranks: torch.Tensor) -> torch.Tensor:
+        """∂L/∂y_j = (G_j A_j − B_j) / (w − 1) for G = ∂L/∂R (m, w), in d's dtype."""
+        w = self.d.shape[1]
+        fixed, scale = self._deposit(grad_ranks)
+        smoothed = self._smoothed(fixed, scale, True)
+        if self.loops == "numba":
+            from .numba_loops import read_gradient
+
+            out = torch.empty_like(self.d)
+            read_gradient(*self._loop_arguments(), smoothed.numpy(), grad_ranks.numpy(), out.numpy())
+            return out
+        a, b = self._read(smoothed[..., : self.nodes])
+        return (grad_ranks.to(torch.float64) * a - b).div_(w - 1).to(self.d.dtype)
 
 
 def binned_ranks(d: torch.Tensor, factor: torch.Tensor, bins: int | None, loops: str = "torch") -> torch.Tensor:
     """Soft ranks R (m, w) of candidate rows d (m, w), w >= 2, with factors (m,), by binning: within
     RANK_ERROR_CONSTANT·h⁴·w/(w − 1) of the dense ones (``bins=None``: within RANK_TOLERANCE).
     ``loops``: "torch", or "numba" (CPU tensors, numba installed)."""
-    sums = Grid(d, factor, bins, loops).kernel_sums(None, False)[0]
-    return sums.div_(d.shape[1] - 1).add_(0.5).to(d.dtype)
+    return Grid(d, factor, bins, loops).ranks()
 
 
 def binned_ranks_backward(
     d: torch.Tensor, factor: torch.Tensor, grad_ranks: torch.Tensor, bins: int | None, loops: str = "torch"
 ) -> torch.Tensor:
     """∂L/∂y (m, w), y = factor·d, from G = ∂L/∂R (m, w), on the same grid as the forward."""
-    a, b = Grid(d, factor, bins, loops).kernel_sums(grad_ranks, True)
-    return (grad_ranks.to(torch.float64) * a - b).div_(d.shape[1] - 1).to(d.dtype)
+    return Grid(d, factor, bins, loops).rank_gradient(grad_ranks)

@@ -20,13 +20,14 @@ One policy, the same for float32 and float64 inputs (see docs/spec.md, "Numerics
 * Results are written in the computation dtype (float32 or float64), in the candidate layout.
 
 Backward, for W the weights below and g = ∂L/∂D of reference rows i against every j (D symmetric, so
-each entry feeds both x_i and x_j):
+each entry feeds both x_i and x_j), accumulated in float64 across blocks:
 
     ∂L/∂x_i += x_i·ρ_i − Σ_j W_ij x_j,      ∂L/∂x_j += x_j·κ_j − Σ_i W_ij x_i
     euclidean: W = g / D (0 where D = 0), ρ = Σ_j W_ij, κ = Σ_i W_ij;   sqeuclidean: W = 2g, same sums
     cosine:    W = g / (a_i a_j),  ρ_i = [‖x_i‖ > 1e-8] Σ_j g_ij (1 − D_ij) / a_i²,  κ likewise
 
-two matrix products per block, in float64.
+two matrix products per block, in the computation dtype for the euclidean kinds (their prepared features
+lie in (−1, 1), so float32 cannot overflow) and in float64 for cosine (whose 1/(a_i a_j) could).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class PreparedFeatures:
         finite: () bool tensor: whether every input feature was finite.
         kind: "euclidean", "sqeuclidean" or "cosine".
         dtype: the computation dtype of the results (float32 or float64).
+        backward_features: ``features`` in the dtype of the backward's matrix products (module docstring).
     """
 
     features: torch.Tensor
@@ -61,6 +63,7 @@ class PreparedFeatures:
     finite: torch.Tensor
     kind: str
     dtype: torch.dtype
+    backward_features: torch.Tensor
 
     @property
     def distance_exponent(self) -> torch.Tensor:
@@ -76,12 +79,13 @@ def prepare(x: torch.Tensor, kind: str) -> PreparedFeatures:
     if kind == "cosine":
         norms = torch.linalg.vector_norm(features, dim=1).clamp_min(COSINE_NORM_EPS)
         exponent = torch.zeros((), dtype=torch.int32, device=x.device)
-        return PreparedFeatures(features.contiguous(), norms, exponent, finite, kind, x.dtype)
+        features = features.contiguous()
+        return PreparedFeatures(features, norms, exponent, finite, kind, x.dtype, features)
     shifted = features - features.median(dim=0).values
     exponent = torch.frexp(shifted.abs().amax())[1]
     features = torch.ldexp(shifted, -exponent).contiguous()
     norms = (features * features).sum(dim=1)
-    return PreparedFeatures(features, norms, exponent, finite, kind, x.dtype)
+    return PreparedFeatures(features, norms, exponent, finite, kind, x.dtype, features.to(x.dtype))
 
 
 def _square_rows(prepared: PreparedFeatures, start: int, end: int) -> torch.Tensor:
@@ -125,24 +129,25 @@ def _weights(
     start … start + c − 1 and their gradient grad_d."""
     c, n = d.shape[0], d.shape[1] + 1
     cosine = prepared.kind == "cosine"
+    dtype = prepared.backward_features.dtype
     if loops == "numba":
         from .numba_loops import KIND_CODES, distance_weights
 
-        weights = torch.empty((c, n), dtype=torch.float64)
-        slopes = torch.empty((c, n), dtype=torch.float64) if cosine else weights
+        weights = torch.empty((c, n), dtype=dtype)
+        slopes = torch.empty((c, n), dtype=dtype) if cosine else weights
         distance_weights(d.numpy(), grad_d.numpy(), start, KIND_CODES[prepared.kind], weights.numpy(), slopes.numpy())
     else:
-        weights = insert_diagonal(grad_d.to(torch.float64), start)
+        weights = insert_diagonal(grad_d.to(dtype), start)
         slopes = weights
         if prepared.kind == "sqeuclidean":
             weights.mul_(2.0)
         elif prepared.kind == "euclidean":
-            distances = insert_diagonal(d.to(torch.float64), start)
+            distances = insert_diagonal(d.to(dtype), start)
             positive = distances > 0
             weights = torch.where(positive, weights / torch.where(positive, distances, 1.0), 0.0)
             slopes = weights
         else:
-            slopes = weights * insert_diagonal(1.0 - d.to(torch.float64), start)
+            slopes = weights * insert_diagonal(1.0 - d.to(dtype), start)
     row_sums, column_sums = slopes.sum(dim=1), slopes.sum(dim=0)
     if cosine:
         a = prepared.norms
@@ -164,7 +169,7 @@ def accumulate_gradient(
     """Add ∂L/∂(prepared features) to ``out`` (n, p) float64, from candidate rows d (c, n − 1) of reference
     rows start … start + c − 1 and their gradient grad_d = ∂L/∂d (module docstring). ``loops``: "torch",
     or "numba" (CPU tensors: the weights in one compiled pass)."""
-    f = prepared.features
+    f = prepared.backward_features
     rows = f[start : start + d.shape[0]]
     weights, row_sums, column_sums = _weights(prepared, start, d, grad_d, loops)
     out[start : start + d.shape[0]] += rows * row_sums[:, None] - weights @ f

@@ -13,7 +13,9 @@ multiply-add), one reference row per parallel iteration:
     row_extremes       each row's minimum and maximum (stages/binned_ranks.py, ``Grid``)
     row_largest        each row's largest |value| (stages/binned_ranks.py, the fixed-point scale)
     deposit            cubic Lagrange deposits in int64 fixed point (stages/binned_ranks.py, ``_deposit``)
-    read               the exact sign part and the cubic read-back (stages/binned_ranks.py, ``kernel_sums``)
+    read_ranks         the exact sign part, the cubic read-back and the soft ranks (stages/binned_ranks.py)
+    read_gradient      the cubic read-back of the backward's two sums and ∂L/∂y (stages/binned_ranks.py)
+    row_scale_backward ∂L/∂d from ∂L/∂y through the row scale (stages/row_scale.py)
 
 Imported only when the plan chooses them (numba installed, CPU tensors); the torch code is the fallback.
 """
@@ -24,6 +26,8 @@ import math
 
 import numba
 import numpy as np
+
+from ..options import ROW_STD_EPS
 
 EUCLIDEAN, SQEUCLIDEAN, COSINE = 0, 1, 2
 KIND_CODES = {"euclidean": EUCLIDEAN, "sqeuclidean": SQEUCLIDEAN, "cosine": COSINE}
@@ -52,7 +56,8 @@ def distance_rows(gram, norms, start, kind, snap, out):
 @numba.njit(parallel=True, cache=True)
 def distance_weights(d, grad_d, start, kind, weights, slopes):
     """Rows (c, n) of the distance backward's W = g/D (euclidean, 0 where D = 0), 2g (sqeuclidean) or g
-    (cosine, divided by the norms afterwards), and for cosine the slopes g·(1 − D); diagonal entries 0."""
+    (cosine, divided by the norms afterwards), and for cosine the slopes g·(1 − D); diagonal entries 0;
+    in the dtype of d and grad_d for the euclidean kinds (as the torch code), float64 for cosine."""
     c, w = d.shape
     for r in numba.prange(c):
         i = start + r
@@ -61,15 +66,15 @@ def distance_weights(d, grad_d, start, kind, weights, slopes):
             slopes[r, i] = 0.0
         for column in range(w):
             j = column + 1 if column >= i else column
-            g = np.float64(grad_d[r, column])
+            g = grad_d[r, column]
             if kind == EUCLIDEAN:
-                distance = np.float64(d[r, column])
+                distance = d[r, column]
                 weights[r, j] = g / distance if distance > 0 else 0.0
             elif kind == SQEUCLIDEAN:
                 weights[r, j] = g * 2.0
             else:
                 weights[r, j] = g
-                slopes[r, j] = g * (1.0 - np.float64(d[r, column]))
+                slopes[r, j] = np.float64(g) * (1.0 - np.float64(d[r, column]))
 
 
 @numba.njit(parallel=True, cache=True)
@@ -152,28 +157,59 @@ def deposit(d, low, per_node, offsets, affine, values, scale, fixed):
                 fixed[s, r, a + 2] += t3
 
 
+@numba.njit(inline="always")
+def _interpolate(values, a, f):
+    """Σ_t ℓ_t(f) values[a − 1 + t]: the cubic read-back at a point between nodes a and a + 1."""
+    l0, l1, l2, l3 = _basis(f)
+    return (((0.0 + values[a - 1] * l0) + values[a] * l1) + values[a + 1] * l2) + values[a + 2] * l3
+
+
 @numba.njit(parallel=True, cache=True)
-def read(d, low, per_node, offsets, affine, smoothed, fixed, scale, sign_part, out):
-    """out[s, r, j] = Σ_t ℓ_t(f) M[s, r, a − 1 + t], with M the smoothed node values plus, if ``sign_part``,
-    ½ (2 P_a − m_a − P_last) / scale from the int64 prefix sums P of the masses m."""
-    sets, m, w = out.shape
+def read_ranks(d, low, per_node, offsets, affine, smoothed, fixed, scale, out):
+    """out[r, j] = ½ + (Σ_t ℓ_t(f) M[r, a − 1 + t]) / (w − 1), M the smoothed node values plus the exact
+    sign part ½ (2 P_a − m_a − P_last) / scale from the int64 prefix sums P of the masses m."""
+    m, w = out.shape
     nodes = fixed.shape[2]
     for r in numba.prange(m):
-        values = np.empty((sets, nodes))
-        for s in range(sets):
-            total = np.int64(0)
-            for a in range(nodes):
-                total += fixed[s, r, a]
-            prefix = np.int64(0)
-            for a in range(nodes):
-                values[s, a] = smoothed[s, r, a]
-                if sign_part:
-                    prefix += fixed[s, r, a]
-                    values[s, a] += np.float64(2 * prefix - fixed[s, r, a] - total) / (2.0 * scale[s, r])
+        total = np.int64(0)
+        for a in range(nodes):
+            total += fixed[0, r, a]
+        values = np.empty(nodes)
+        prefix = np.int64(0)
+        for a in range(nodes):
+            prefix += fixed[0, r, a]
+            sign_part = np.float64(2 * prefix - fixed[0, r, a] - total) / (2.0 * scale[0, r])
+            values[a] = smoothed[0, r, a] + sign_part
         for j in range(w):
             a, f = _position(d, low, per_node, offsets, affine, r, j, nodes)
-            l0, l1, l2, l3 = _basis(f)
-            for s in range(sets):
-                out[s, r, j] = (((0.0 + values[s, a - 1] * l0) + values[s, a] * l1) + values[s, a + 1] * l2) + values[
-                    s, a + 2
-                ] * l3
+            out[r, j] = _interpolate(values, a, f) / (w - 1) + 0.5
+
+
+@numba.njit(parallel=True, cache=True)
+def read_gradient(d, low, per_node, offsets, affine, smoothed, grad_ranks, out):
+    """out[r, j] = (G_j A_j − B_j) / (w − 1), A and B read back from the smoothed node values of the weight
+    sets ones and G (sets 0 and 1 of ``smoothed``)."""
+    m, w = out.shape
+    nodes = smoothed.shape[2]
+    for r in numba.prange(m):
+        for j in range(w):
+            a, f = _position(d, low, per_node, offsets, affine, r, j, nodes)
+            slope_sum = _interpolate(smoothed[0, r], a, f)
+            weighted = _interpolate(smoothed[1, r], a, f)
+            out[r, j] = (np.float64(grad_ranks[r, j]) * slope_sum - weighted) / (w - 1)
+
+
+@numba.njit(parallel=True, cache=True)
+def row_scale_backward(d, grad_y, factor, mean, std, live, out):
+    """out[r, j] = c_r g_j + κ_r (d_j − μ_r), κ_r = −(Σ_k d_k g_k)·c_r / ((s_r + ε)·w·s_r) on live rows
+    (s_r > 0, c_r not clamped) and 0 elsewhere, for g = ∂L/∂y (stages/row_scale.py)."""
+    m, w = d.shape
+    for r in numba.prange(m):
+        coefficient = 0.0
+        if live[r]:
+            weighted = 0.0
+            for j in range(w):
+                weighted += np.float64(d[r, j]) * np.float64(grad_y[r, j])
+            coefficient = -weighted * factor[r] / ((std[r] + ROW_STD_EPS) * w * std[r])
+        for j in range(w):
+            out[r, j] = factor[r] * np.float64(grad_y[r, j]) + coefficient * (np.float64(d[r, j]) - mean[r])

@@ -77,9 +77,18 @@ def row_scale(
     return RowScale(factor, mean, std, clamped)
 
 
-def row_scale_backward(d: torch.Tensor, scale: RowScale, grad_y: torch.Tensor) -> torch.Tensor:
-    """∂L/∂d (m, w) in d's dtype from ∂L/∂y (m, w) (module docstring)."""
+def row_scale_backward(d: torch.Tensor, scale: RowScale, grad_y: torch.Tensor, loops: str = "torch") -> torch.Tensor:
+    """∂L/∂d (m, w) in d's dtype from ∂L/∂y (m, w) (module docstring). ``loops``: "torch", or "numba"
+    (CPU tensors: one compiled loop)."""
     factor = scale.factor.to(torch.float64)
+    if loops == "numba" and scale.mean is not None and scale.std is not None:
+        from .numba_loops import row_scale_backward as loop
+
+        out = torch.empty_like(d)
+        live = (scale.std > 0) & ~scale.clamped
+        arrays = (d, grad_y, factor, scale.mean, scale.std, live, out)
+        loop(*(t.numpy() for t in arrays))
+        return out
     grad = grad_y.to(torch.float64) * factor[:, None]
     if scale.std is None or scale.mean is None:
         return grad.to(d.dtype)
