@@ -238,7 +238,7 @@ def test_half_precision_inputs_are_finite(dtype: torch.dtype) -> None:
 
 @pytest.mark.parametrize("path", BINNED_PATHS, ids=str)
 def test_recomputed_blocks_give_the_same_loss_and_gradients_as_kept_ranks(monkeypatch, path) -> None:
-    """Past SAVED_RANKS_BYTES the plan keeps no ranks (save_ranks False) and the backward recomputes
+    """Past KEPT_BYTES the plan keeps no ranks (keep_for_backward False) and the backward recomputes
     each block's ranks: bitwise the same loss and gradients."""
     n = 13 if path.interpreted else 29
     student = random_features(n, 6, seed=5).to(DEVICE).requires_grad_()
@@ -260,10 +260,10 @@ def test_recomputed_blocks_give_the_same_loss_and_gradients_as_kept_ranks(monkey
         return loss.detach(), grads, len(calls)
 
     kept, kept_grads, kept_calls = run()
-    assert criterion.last_plan.save_ranks
-    monkeypatch.setattr(plan_module, "SAVED_RANKS_BYTES", {student.device.type: 0})
+    assert criterion.last_plan.keep_for_backward
+    monkeypatch.setattr(plan_module, "KEPT_BYTES", {student.device.type: 0})
     loss, grads, recomputed_calls = run()
-    assert not criterion.last_plan.save_ranks
+    assert not criterion.last_plan.keep_for_backward
     blocks = -(-n // 4)
     assert (kept_calls, recomputed_calls) == (2 * blocks, 4 * blocks)  # both sides, forward (+ backward)
     assert torch.equal(loss, kept)

@@ -87,7 +87,7 @@ def test_saved_for_backward_are_the_features_and_the_two_rank_matrices(
 
 @pytest.mark.parametrize("path", [p for p in FAST_PATHS if not p.exact], ids=str)
 def test_binned_past_its_budget_saves_the_features_and_two_empty_placeholders(monkeypatch, path: Path) -> None:
-    monkeypatch.setattr(plan_module, "SAVED_RANKS_BYTES", {torch.device(DEVICE).type: 0})
+    monkeypatch.setattr(plan_module, "KEPT_BYTES", {torch.device(DEVICE).type: 0})
     n = 11
     student = random_features(n, 4, seed=93, dtype=torch.float32).to(DEVICE).requires_grad_()
     teacher = random_features(n, 3, seed=94, dtype=torch.float32).to(DEVICE).requires_grad_()

@@ -90,12 +90,12 @@ def test_the_dense_workspace_comes_from_the_environment_or_the_default():
             _plan(environ={"PC_KERNELS_TORCH_WORKSPACE_BYTES": bad})
 
 
-def test_ranks_are_kept_for_the_dense_backward_and_for_binned_within_budget(monkeypatch):
-    assert _plan(n=50000).save_ranks
-    assert _plan(n=1000, algorithm="binned").save_ranks
-    monkeypatch.setitem(plan_module.SAVED_RANKS_BYTES, "cpu", 2 * 999 * 1000 * 4 - 1)
-    assert not _plan(n=1000, algorithm="binned").save_ranks
-    assert _plan(n=1000, algorithm="binned", rows=(0, 10)).save_ranks
+def test_ranks_and_distances_are_kept_for_the_dense_backward_and_for_binned_within_budget(monkeypatch):
+    assert _plan(n=50000).keep_for_backward
+    assert _plan(n=1000, algorithm="binned").keep_for_backward
+    monkeypatch.setitem(plan_module.KEPT_BYTES, "cpu", 3 * 999 * 1000 * 4 - 1)
+    assert not _plan(n=1000, algorithm="binned").keep_for_backward
+    assert _plan(n=1000, algorithm="binned", rows=(0, 10)).keep_for_backward
 
 
 def test_the_fast_sigmoid_is_opt_in_for_float32_triton_on_cuda():

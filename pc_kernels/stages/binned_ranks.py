@@ -234,7 +234,8 @@ class Grid:
             return out
         # ½ Σ_b m_b sign(a − b) = ½ (2 P_a − m_a − P_last), P the inclusive prefix sums: exact in int64.
         prefix = torch.cumsum(fixed, dim=2)
-        sign_part = prefix.mul_(2).sub_(fixed).sub_(prefix[..., -1:].clone())
+        total = prefix[..., -1:].clone()
+        sign_part = prefix.mul_(2).sub_(fixed).sub_(total)
         values = smoothed[..., : self.nodes] + sign_part.to(torch.float64).div_(2.0 * scale)
         return self._read(values)[0].div_(w - 1).add_(0.5).to(self.d.dtype)
 
