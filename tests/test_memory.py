@@ -1,5 +1,6 @@
-"""Memory (SPEC "Cost"): nothing of size n³ ever exists, and autograd keeps only the features and the
-two rank matrices (none at all for algorithm="binned" past its saved-ranks budget)."""
+"""Memory (SPEC "Cost"): nothing of size n³ ever exists, and autograd keeps only the features, both
+sides' rank matrices and the student's dissimilarities (none of the three for algorithm="binned" past
+the plan's KEPT_BYTES budget, whose backward recomputes them block by block)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 import pc_kernels
 from helpers import DEVICE, Path, random_features, usable_paths
 from pc_kernels import plan as plan_module
+from pc_kernels.stages.layout import drop_diagonal
 
 FAST_PATHS = [path for path in usable_paths() if path.backend != "reference"]
 
@@ -73,24 +75,33 @@ def _saved_tensors(student: torch.Tensor, teacher: torch.Tensor, **options) -> l
 @pytest.mark.parametrize("path", FAST_PATHS, ids=str)
 @pytest.mark.parametrize("teacher_ranks", ["soft", "hard"])
 @pytest.mark.parametrize("reduction", ["mean", "none"])
-def test_saved_for_backward_are_the_features_and_the_two_rank_matrices(
+def test_saved_for_backward_are_the_features_both_rank_matrices_and_the_student_distances(
     path: Path, teacher_ranks: str, reduction: str
 ) -> None:
     n, p, q = 11, 4, 3
     student = random_features(n, p, seed=91).to(DEVICE).requires_grad_()
     teacher = random_features(n, q, seed=92).to(DEVICE).requires_grad_()
     saved = _saved_tensors(student, teacher, teacher_ranks=teacher_ranks, reduction=reduction, **path.options)
-    shapes = sorted(tuple(t.shape) for t in saved)
-    assert shapes == sorted([(n, p), (n, q), (n, n - 1), (n, n - 1)])
+    assert sorted(tuple(t.shape) for t in saved) == sorted([(n, p), (n, q), (n, n - 1), (n, n - 1), (n, n - 1)])
     assert saved[0].data_ptr() == student.data_ptr() and saved[1].data_ptr() == teacher.data_ptr()  # no copies
+    # The three (n, n − 1) matrices are R^S, R^T and D^S in the candidate layout (D^S in the distance
+    # stage's units, a power of two times D).
+    kept = [t.detach() for t in saved[2:]]
+    with torch.no_grad():
+        ranks_s = drop_diagonal(pc_kernels.soft_ranks(student, **path.options), 0)
+        ranks_t = drop_diagonal(pc_kernels.soft_ranks(teacher, hard=teacher_ranks == "hard", **path.options), 0)
+        distances_s = drop_diagonal(pc_kernels.pairwise_dissimilarity(student, backend=path.backend), 0)
+    assert any(torch.allclose(t, ranks_s, rtol=1e-12, atol=1e-14) for t in kept)
+    assert any(torch.allclose(t, ranks_t, rtol=1e-12, atol=1e-14) for t in kept)
+    assert any(torch.allclose(t / t.max(), distances_s / distances_s.max(), rtol=1e-12, atol=1e-14) for t in kept)
 
 
 @pytest.mark.parametrize("path", [p for p in FAST_PATHS if not p.exact], ids=str)
-def test_binned_past_its_budget_saves_the_features_and_two_empty_placeholders(monkeypatch, path: Path) -> None:
+def test_binned_past_its_budget_saves_the_features_and_empty_placeholders(monkeypatch, path: Path) -> None:
     monkeypatch.setattr(plan_module, "KEPT_BYTES", {torch.device(DEVICE).type: 0})
     n = 11
     student = random_features(n, 4, seed=93, dtype=torch.float32).to(DEVICE).requires_grad_()
     teacher = random_features(n, 3, seed=94, dtype=torch.float32).to(DEVICE).requires_grad_()
     saved = _saved_tensors(student, teacher, **path.options)
-    assert sorted(tuple(t.shape) for t in saved) == sorted([(n, 4), (n, 3), (0, n - 1), (0, n - 1)])
+    assert sorted(tuple(t.shape) for t in saved) == sorted([(n, 4), (n, 3), (0, n - 1), (0, n - 1), (0, n - 1)])
     assert sum(t.numel() for t in saved) == n * (4 + 3)
