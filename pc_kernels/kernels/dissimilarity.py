@@ -47,7 +47,7 @@ def _dissimilarity_fwd_kernel(
         f_in = f < p
         a = tl.load(x_ptr + i[:, None] * p + f[None, :], mask=i_in[:, None] & f_in[None, :], other=0.0)
         b = tl.load(x_ptr + j[:, None] * p + f[None, :], mask=j_in[:, None] & f_in[None, :], other=0.0)
-        gram = tl.dot(a, tl.trans(b), gram)
+        gram = tl.dot(a, tl.trans(b), gram, out_dtype=tl.float64)  # Triton 3.6 defaults out_dtype to float32
     norm_i = tl.load(norm_ptr + i, mask=i_in, other=1.0)
     norm_j = tl.load(norm_ptr + j, mask=j_in, other=1.0)
     if KIND == "cosine":
