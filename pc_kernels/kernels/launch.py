@@ -13,15 +13,17 @@ from typing import NamedTuple
 
 import torch
 
-# Soft-rank kernels (forward and backward): candidates j per program × candidates k per loop step.
-RANK_BLOCK_J = 64
-RANK_BLOCK_K = 64
+# Soft-rank kernels (forward and backward), per dtype: candidates j per program × candidates k per loop
+# step. float64 tiles of 64 × 64 hold 32 doubles of each operand per thread and spill; 32 × 64 do not.
+RANK_BLOCKS = {torch.float32: (64, 64), torch.float64: (32, 64)}
 RANK_WARPS = 4
 # Largest rank tile under the interpreter.
 INTERPRETER_RANK_BLOCK = 128
 
 # Distance kernel: reference rows × candidates per program, features per tl.dot step (float64 tiles).
-DISTANCE_BLOCKS = (64, 64, 32)
+# Steps of 32 features need 255 registers and spill under Triton 3.6 (the GPU image's version) with
+# float32 output; steps of 16 do not, and leave the tile, the occupancy and the work per feature alike.
+DISTANCE_BLOCKS = (64, 64, 16)
 DISTANCE_WARPS = 4
 DISTANCE_STAGES = 2
 # tl.dot needs tiles of at least 16 in every dimension.
@@ -52,11 +54,11 @@ def interpreting(x: torch.Tensor) -> bool:
 
 
 def rank_launch(x: torch.Tensor, width: int) -> RankLaunch:
-    """Soft-rank kernel settings for rows of ``width`` candidates held in ``x``."""
+    """Soft-rank kernel settings for rows of ``width`` candidates held in ``x`` (float32 or float64)."""
     if interpreting(x):
         block = min(max(1 << (width - 1).bit_length(), 4), INTERPRETER_RANK_BLOCK)
         return RankLaunch(block, block, 1)
-    return RankLaunch(RANK_BLOCK_J, RANK_BLOCK_K, RANK_WARPS)
+    return RankLaunch(*RANK_BLOCKS[x.dtype], RANK_WARPS)
 
 
 def distance_launch(x: torch.Tensor) -> DistanceLaunch:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import torch
 import triton
 
 from . import launch
@@ -30,7 +31,8 @@ class KernelVariant(NamedTuple):
 
 def _rank_variants(dtype: str) -> list[KernelVariant]:
     pointer = _POINTER[dtype]
-    blocks = {"BLOCK_J": launch.RANK_BLOCK_J, "BLOCK_K": launch.RANK_BLOCK_K}
+    block_j, block_k = launch.RANK_BLOCKS[getattr(torch, dtype)]
+    blocks = {"BLOCK_J": block_j, "BLOCK_K": block_k}
     options = {"num_warps": launch.RANK_WARPS}
     out = []
     for fast in (False, True) if dtype == "float32" else (False,):
@@ -41,7 +43,7 @@ def _rank_variants(dtype: str) -> list[KernelVariant]:
             ("soft_rank_forward", _soft_rank_fwd_kernel, forward),
             ("soft_rank_backward", _soft_rank_bwd_kernel, backward),
         ):
-            constexprs = {"FAST": fast, **blocks}
+            constexprs: dict[str, object] = {"FAST": fast, **blocks}
             out.append(KernelVariant(f"{name}/{dtype}/{flavour}", kernel, signature, constexprs, options))
     return out
 
