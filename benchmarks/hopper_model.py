@@ -6,8 +6,8 @@
 Compiles every variant of ``pc_kernels.kernels.variants`` for sm_90 (no GPU needed), disassembles it with the tools
 in Triton's wheel, counts the main loop's instructions by class and by pipe, and bounds fwd+bwd at n = 4096,
 p = q = 256 from below as a multiple of SPEC.md's floor; measures the sigmoid's error by a numpy emulation of its
-instructions. docs/hopper_model.md states the model, its assumptions and limits. Writes hopper_model.json and .md
-into --out, the tables into --docs between its markers. Runs with TRITON_INTERPRET unset.
+float32 instructions (``emulate``). docs/hopper_model.md states the model, its assumptions and limits. Writes
+hopper_model.json and .md into --out, the tables into --docs between its markers. Runs with TRITON_INTERPRET unset.
 """
 
 from __future__ import annotations
@@ -243,32 +243,91 @@ def predict(records: dict[str, dict], name: str, dtype: str, form: str, backward
             "multiple": {k: v / floor_ms for k, v in total.items()}, "launches": launches}  # fmt: skip
 
 
-def sigmoid_accuracy(stride: int) -> list[dict[str, object]]:
-    """Largest error of σ and σ' of each float32 form against float64, by ``sigmoid.emulate``, over every
-    ``stride``-th float32 of magnitude up to 104 (both signs, subnormals included) and ±inf: relative where the true
-    value is at least 2^-126, absolute everywhere; the worst over the approximate instructions at ± their documented
-    bounds, and with correctly rounded results (what the Triton interpreter computes)."""
-    from pc_kernels.kernels.sigmoid import emulate
+_F32 = np.float32
+_TINY = _F32(2.0**-126)
+# The accuracy sweep: every stride-th float32 t up to this magnitude, both signs, and ±inf. Beyond it neither form's
+# result changes (accurate: E = 2^-|t| flushes to 0 below 2^-126; fast: tanh(t) is ±1 in float64 from |t| ≈ 19).
+SWEEP_LIMIT = 128.0
 
-    magnitudes = np.arange(0, 0x42D00001, stride, dtype=np.uint32).view(np.float32)
-    z = np.concatenate([magnitudes, -magnitudes, np.float32([np.inf, -np.inf])])
-    e = np.exp(-np.abs(z.astype(np.float64)))
-    truths = {"sigmoid": np.where(z >= 0, 1 / (1 + e), e / (1 + e)), "slope": e / (1 + e) ** 2}
+
+def _flush(x: np.ndarray) -> np.ndarray:
+    return np.where(np.abs(x) < _TINY, _F32(0), x).astype(_F32)
+
+
+def _off(x: np.ndarray, ulps: int) -> np.ndarray:
+    """x moved by ``ulps`` units in the last place (toward +inf for ulps > 0), zeros and infinities kept."""
+    finite = np.isfinite(x) & (x != 0)
+    for _ in range(abs(ulps)):
+        x = np.where(finite, np.nextafter(x, _F32(np.inf) if ulps > 0 else _F32(-np.inf)), x).astype(_F32)
+    return x
+
+
+def _fma(a: np.ndarray, b: np.ndarray | float, c: np.ndarray | float) -> np.ndarray:
+    """float32 a·b + c: the product is exact in float64, the sum rounded twice (rarely an ulp off one rounding)."""
+    return (a.astype(np.float64) * np.float64(b) + c).astype(_F32)
+
+
+def emulate(t: np.ndarray, slope: bool, fast: bool, bias: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """σ, or σ' with ``slope``, of float32 arguments ``t`` as ``pc_kernels/kernels/sigmoid.py``'s float32 jit
+    functions compute them on sm_90 (t = z·ACCURATE_SCALE, or z·FAST_SCALE with ``fast``): numpy float32 for every
+    rounded instruction, and each approximate instruction's result off by ``bias`` times NVIDIA's documented
+    maximum error: (ex2.approx 2 ulp or tanh.approx 2^-11 relative, rcp.approx 1 ulp); .ftz results below 2^-126
+    flushed to zero. The reciprocal pairs element i with element −1−i."""
+    from pc_kernels.kernels.sigmoid import STEP_SCALE
+
+    t = np.asarray(t, dtype=_F32)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        if fast:
+            tanh = (np.tanh(t.astype(np.float64)) * (1 + bias[0] * 2.0**-11)).astype(_F32)
+            return _fma(-(_F32(0.25) * tanh).astype(_F32), tanh, 0.25) if slope else _fma(tanh, 0.5, 0.5)
+        e = _flush(_off(np.exp2(-np.abs(t).astype(np.float64)).astype(_F32), 2 * bias[0]))
+        y = (_F32(1) + e).astype(_F32)
+        q = _flush(_off((1.0 / (y * y[::-1]).astype(_F32).astype(np.float64)).astype(_F32), bias[1]))
+        rho = (q * y[::-1]).astype(_F32)
+        if slope:
+            return ((e * rho).astype(_F32) * rho).astype(_F32)
+        r = _fma(-e, rho, 1.0)
+        h = np.clip((t * _F32(STEP_SCALE.value)).astype(_F32), _F32(0), _F32(1))
+        return (np.fmax(e, h) * r).astype(_F32)
+
+
+def sweep(stride: int) -> np.ndarray:
+    """Every ``stride``-th float32 of magnitude up to SWEEP_LIMIT (subnormals included), both signs, and ±inf."""
+    magnitudes = np.arange(0, np.float32(SWEEP_LIMIT).view(np.uint32) + 1, stride, dtype=np.uint32).view(_F32)
+    return np.concatenate([magnitudes, -magnitudes, _F32([np.inf, -np.inf])])
+
+
+def true_sigmoid(t: np.ndarray, fast: bool) -> tuple[np.ndarray, np.ndarray]:
+    """float64 σ(z) and σ'(z) at z = t / ACCURATE_SCALE, or z = t / FAST_SCALE with ``fast``: the values the
+    sigmoid should return for the argument it is given, from e^(−|z|) = 2^(−|t|) or e^(−2|t|) of the exact t."""
+    t = np.asarray(t, dtype=np.float64)
+    e = np.exp(-2 * np.abs(t)) if fast else np.exp2(-np.abs(t))
+    return np.where(t >= 0, 1 / (1 + e), e / (1 + e)), e / (1 + e) ** 2
+
+
+def sigmoid_accuracy(stride: int) -> list[dict[str, object]]:
+    """Largest error of σ and σ' of each float32 form, by ``emulate``, over ``sweep(stride)`` against
+    ``true_sigmoid``: relative where the true value is at least 2^-126, absolute everywhere; the worst over the
+    approximate instructions at ± their documented bounds, and with correctly rounded results (what the Triton
+    interpreter computes)."""
+    t = sweep(stride)
     rows = []
-    for form, function in ((f, g) for f in ("accurate", "fast") for g in truths):
-        truth, normal = truths[function], truths[function] >= 2.0**-126
-        worst, absolute, nan = np.zeros(z.shape), 0.0, False
-        for bias in ((0, 0), (-1, -1), (-1, 1), (1, -1), (1, 1)):
-            got = emulate(z, function == "slope", form == "fast", bias).astype(np.float64)
-            relative = np.where(normal, np.abs(got - truth) / np.where(normal, truth, 1), 0.0)
-            rounded = float(relative.max()) if bias == (0, 0) else rounded
-            worst, absolute = np.maximum(worst, relative), max(absolute, float(np.abs(got - truth).max()))
-            nan = nan or bool(np.isnan(got).any())
-        above = np.abs(z[worst > 1e-6])
-        rows.append({"form": form, "function": function, "max_relative_error": float(worst.max()),
-                     "at_z": float(z[worst.argmax()]), "max_relative_error_rounded": rounded,
-                     "max_absolute_error": absolute, "nan": nan,
-                     "first_abs_z_above_1e-6": float(above.min()) if above.size else None})  # fmt: skip
+    for form in ("accurate", "fast"):
+        truths = dict(zip(("sigmoid", "slope"), true_sigmoid(t, form == "fast"), strict=True))
+        for function, truth in truths.items():
+            normal = truth >= 2.0**-126
+            worst, absolute, nan, rounded = np.zeros(t.shape), 0.0, False, 0.0
+            for bias in ((0, 0), (-1, -1), (-1, 1), (1, -1), (1, 1)):
+                got = emulate(t, function == "slope", form == "fast", bias).astype(np.float64)
+                relative = np.where(normal, np.abs(got - truth) / np.where(normal, truth, 1), 0.0)
+                rounded = float(relative.max()) if bias == (0, 0) else rounded
+                worst, absolute = np.maximum(worst, relative), max(absolute, float(np.abs(got - truth).max()))
+                nan = nan or bool(np.isnan(got).any())
+            above = np.abs(t[worst > 1e-6])
+            rows.append({"form": form, "function": function, "max_relative_error": float(worst.max()),
+                         "at_t": float(t[worst.argmax()]), "max_relative_error_rounded": rounded,
+                         "max_absolute_error": absolute, "nan": nan,
+                         "first_abs_t_above_1e-6": float(above.min()) if above.size else None})  # fmt: skip
     return rows
 
 
@@ -302,14 +361,15 @@ def render(result: dict) -> str:
             f"{r['evaluations_per_iteration']} | {r['instructions_per_evaluation']:.1f} | "
             f"{r['special_per_evaluation']:.2f} | {multiples} |"
         )
-    lines += ["", f"Sigmoid error, float32 (every {result['sweep_stride']}th float32 up to |z| = 104, and ±inf): "
-              "relative where the true value is at least 2^-126.", "",
-              "| form | function | max relative error (at z), documented bounds | same, correctly rounded | "
-              "max absolute error | first abs(z) with relative error > 1e-6 |",
+    lines += ["", f"Sigmoid error, float32, of the argument t the sigmoid is given (every {result['sweep_stride']}th "
+              f"float32 up to |t| = {result['sweep_limit']:g}, and ±inf) against float64 σ(t / log2 e) (accurate) or "
+              "σ(2t) (fast): relative where the true value is at least 2^-126.", "",
+              "| form | function | max relative error (at t), documented bounds | same, correctly rounded | "
+              "max absolute error | first abs(t) with relative error > 1e-6 |",
               "|---|---|---|---|---|---|"]  # fmt: skip
     for a in result["sigmoid_accuracy"]:
-        first = a["first_abs_z_above_1e-6"]
-        lines.append(f"| {a['form']} | {a['function']} | {a['max_relative_error']:.2g} ({a['at_z']:.4g}) | "
+        first = a["first_abs_t_above_1e-6"]
+        lines.append(f"| {a['form']} | {a['function']} | {a['max_relative_error']:.2g} ({a['at_t']:.4g}) | "
                      f"{a['max_relative_error_rounded']:.2g} | {a['max_absolute_error']:.2g} | "
                      f"{'none' if first is None else f'{first:.3g}'} |")  # fmt: skip
     return "\n".join(lines) + "\n"
@@ -336,7 +396,8 @@ def model(command: str, stride: int) -> dict[str, object]:
         "command": command, "triton": triton.__version__,
         "nvdisasm": re.search(r"release [\d.]+, V[\d.]+", _run(_tool("nvdisasm"), "--version")).group(0),
         "machine": machine, "workload": WORKLOAD, "predictions": [predict(records, *p) for p in PREDICTIONS],
-        "variants": list(records.values()), "sweep_stride": stride, "sigmoid_accuracy": sigmoid_accuracy(stride),
+        "variants": list(records.values()), "sweep_stride": stride, "sweep_limit": SWEEP_LIMIT,
+        "sigmoid_accuracy": sigmoid_accuracy(stride),
     }  # fmt: skip
 
 

@@ -4,7 +4,9 @@ Both kernels read rows in the *candidate layout*: row r of an (m, w) tensor hold
 dissimilarities d_j of one reference sample to its candidates j (the reference itself removed), and a
 per-row factor c_r > 0 that puts the sigmoid's argument in units of τ: z_jk = c_r (d_j − d_k). A program
 owns a tile of BLOCK_J candidates j and loops over tiles of BLOCK_K candidates k, accumulating a
-(BLOCK_J, BLOCK_K) tile that is summed once after the loop, so nothing of size n³ ever exists.
+(BLOCK_J, BLOCK_K) tile that is summed once after the loop, so nothing of size n³ ever exists. The
+sigmoid takes its argument scaled (``sigmoid.py``): a program multiplies c_r by the form's scale once
+and evaluates σ at t_jk = (c_r·SCALE)(d_j − d_k).
 
 Padded candidates k >= w load d_k = +inf: z = −inf, whose σ and σ' are exactly 0, so the loop needs no
 mask on its tile. The k = j term (σ(0) = ½, σ'(0)·0 = 0) is removed after the loop. The difference is
@@ -19,7 +21,15 @@ import triton
 import triton.language as tl
 
 from .launch import rank_launch
-from .sigmoid import sigmoid, sigmoid_slope
+from .sigmoid import ACCURATE_SCALE, FAST_SCALE, sigmoid, sigmoid_slope
+
+
+@triton.jit
+def _scaled_factor(factor_ptr, FAST: tl.constexpr):
+    """The row's factor times the sigmoid's scale. The pipeline clamps factors into [4·tiny, max/4] of their
+    dtype (``stages/row_scale.py``), so a scale within [¼, 4] neither overflows nor underflows: no guard."""
+    c = tl.load(factor_ptr)
+    return c * FAST_SCALE if FAST else c * ACCURATE_SCALE
 
 
 # R_rj = (Σ_{k < w} σ(c_r (d_rj − d_rk)) − ½) / (w − 1)
@@ -37,7 +47,7 @@ def _soft_rank_fwd_kernel(
     base = row * w
     j = tl.program_id(1) * BLOCK_J + tl.arange(0, BLOCK_J)
     j_in = j < w
-    c = tl.load(factor_ptr + row)
+    c = _scaled_factor(factor_ptr + row, FAST)
     d_j = tl.load(d_ptr + base + j, mask=j_in, other=0.0)
     acc = tl.zeros([BLOCK_J, BLOCK_K], dtype=d_ptr.dtype.element_ty)
     for k0 in range(0, w, BLOCK_K):
@@ -65,7 +75,7 @@ def _soft_rank_bwd_kernel(
     base = row * w
     j = tl.program_id(1) * BLOCK_J + tl.arange(0, BLOCK_J)
     j_in = j < w
-    c = tl.load(factor_ptr + row)
+    c = _scaled_factor(factor_ptr + row, FAST)
     d_j = tl.load(d_ptr + base + j, mask=j_in, other=0.0)
     g_j = tl.load(grad_ranks_ptr + base + j, mask=j_in, other=0.0)
     acc = tl.zeros([BLOCK_J, BLOCK_K], dtype=d_ptr.dtype.element_ty)
