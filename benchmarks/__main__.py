@@ -197,7 +197,7 @@ def kernel_ms(entry: dict, provider: str, device: str, dtype: str) -> float | No
 
 def floor(args: argparse.Namespace) -> int:
     """The GPU floor check (CUDA; --dry-run: the torch backend on CPU at tiny sizes): dense fwd+bwd at --n
-    against SPEC.md's floor, then one call per doubled n while it fits --time-limit (the largest n that
+    against docs/spec.md's floor, then one call per doubled n while it fits --time-limit (the largest n that
     runs), the binned algorithm at --binned-sizes, peak memory; --predictions: a static model's kernel times."""
     if not args.dry_run and not torch.cuda.is_available():
         raise SystemExit("floor needs a CUDA GPU and none is available here; --dry-run runs its steps on CPU")
@@ -313,7 +313,7 @@ SUBCOMMANDS = {
     sweep: "providers × n × modes × dims × dtypes: results.csv, table.md and plots per device",
     scaling: "the binned algorithm's time vs n (1024 … 32768) and its fitted exponent",
     accuracy: "binned vs dense accuracy per τ, float32 and float64 (markdown)",
-    floor: "CUDA: the triton backend vs SPEC.md's floor, the largest n within 60 s, binned at large n",
+    floor: "CUDA: the triton backend vs docs/spec.md's floor, the largest n within 60 s, binned at large n",
     readme: "regenerate the block between the benchmark markers of a markdown file from stored results",
 }
 

@@ -11,7 +11,7 @@
 #   tests 165 s  the CUDA tests: tests/ -k "(cuda or triton) and not hopper" -x (the offline Hopper compile
 #                test needs no GPU and stays in CI)
 #   floor 215 s  python -m benchmarks floor: dense triton fwd+bwd at n = 4096, p = q = 256, bf16, against
-#                SPEC.md's floor; the largest n whose call fits 60 s; triton_binned at 16384 and 65536; peak memory
+#                docs/spec.md's floor; the largest n whose call fits 60 s; triton_binned at 16384 and 65536; peak memory
 #   nccl   55 s  a 1-process torch.distributed NCCL group and one loss call with distributed=True, compared
 #                with the single-process loss and gradient
 # Hook for the static model of the compiled Hopper code: if benchmarks/results/hopper_model.json exists (or

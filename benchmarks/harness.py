@@ -42,7 +42,7 @@ BINNED = {"torch_binned": "torch", "triton_binned": "triton"}  # each binned pro
 ALTERNATIVES = ("reference", "reference_compiled")  # what a user would run instead
 COMPILED = ("reference_compiled", "torch_compiled_step")
 PROVIDERS = (*OURS, *ALTERNATIVES, "torch_compiled_step")
-# SPEC.md's floor: the dense loss is bound by the special-function unit, about 16 operations per clock per
+# docs/spec.md's floor: the dense loss is bound by the special-function unit, about 16 operations per clock per
 # SM; an H100 or H200 (132 SMs, ~1.8 GHz) does 16 * 132 * 1.8e9 ≈ 4e12 per second, one per sigmoid.
 SIGMOID_FLOOR_PER_S = 16 * 132 * 1.8e9
 ACCURACY_ROWS = 256
@@ -70,7 +70,7 @@ def check_choice(name: str, value: str, accepted: tuple[str, ...] | dict) -> str
 
 
 def sigmoid_evaluations(n: int, mode: str) -> int:
-    """Sigmoid (and σ') evaluations of one dense call as SPEC.md counts them: n(n−1)(n−2) per soft side
+    """Sigmoid (and σ') evaluations of one dense call as docs/spec.md counts them: n(n−1)(n−2) per soft side
     (student and teacher) forward, and one side more for the student's backward."""
     return (2 if check_choice("mode", mode, MODES) == "fwd" else 3) * n * (n - 1) * (n - 2)
 
@@ -377,7 +377,7 @@ def run_series(
 def to_row(environment: Row, point: Point, measurement: Measurement) -> Row:
     """One CSV row: the run's environment, the point, the measurement, and derived numbers: compile time
     (first call minus median) and, for the dense algorithm, sigmoid evaluations per second and on CUDA
-    their fraction of SPEC.md's floor."""
+    their fraction of docs/spec.md's floor."""
     row: Row = dict.fromkeys(FIELDS) | environment | asdict(point) | asdict(measurement)
     evaluations = None if point.provider in BINNED else sigmoid_evaluations(point.n, point.mode)
     row["sigmoid_evals"] = evaluations

@@ -205,8 +205,10 @@ def workload(records: dict[str, dict], dtype: str, form: str, backward: bool) ->
     loop iterations per program."""
     n, distance = WORKLOAD["n"], records[f"dissimilarity_forward/{dtype}/euclidean"]["constexprs"]
     rank = records[f"soft_rank_forward/{dtype}/{form}"]["constexprs"]
-    rank_launch = {"programs": n * math.ceil((n - 1) / rank["BLOCK_J"]),
-                   "iterations": math.ceil((n - 1) / rank["BLOCK_K"])}
+    rank_launch = {
+        "programs": n * math.ceil((n - 1) / rank["BLOCK_J"]),
+        "iterations": math.ceil((n - 1) / rank["BLOCK_K"]),
+    }
     launches = [{"variant": f"dissimilarity_forward/{dtype}/euclidean", "launches": 1,
                  "programs": math.ceil(n / distance["BLOCK_I"]) * math.ceil(n / distance["BLOCK_J"]),
                  "iterations": math.ceil(WORKLOAD[side] / distance["BLOCK_P"])} for side in ("p", "q")]  # fmt: skip

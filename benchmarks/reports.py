@@ -116,7 +116,7 @@ def _time_and_memory(row: Row) -> str:
 def markdown_tables(rows: list[Row]) -> str:
     """Markdown for rows of one device: per (p, q, dtype), time · peak memory per provider and mode × n,
     speedups, accuracy and sigmoid evaluations/s; then each provider's first-call (compile) overhead."""
-    floor = " (and % of SPEC.md's H100/H200 floor)" if rows[0]["device"] == "cuda" else ""
+    floor = " (and % of docs/spec.md's H100/H200 floor)" if rows[0]["device"] == "cuda" else ""
     lines = [f"Measured on {run_label(rows)}.", ""]
     for p, q, dtype in sorted({(r["p"], r["q"], r["dtype"]) for r in rows}):
         block = [r for r in rows if (r["p"], r["q"], r["dtype"]) == (p, q, dtype)]

@@ -74,6 +74,13 @@ def triton_usable(device: torch.device, environ: Mapping[str, str] = os.environ)
 def available_backends(device: torch.device | str = "cpu") -> list[str]:
     """The backend names that can run on tensors of ``device`` here (besides "auto").
 
+    Args:
+        device: a ``torch.device`` or device string such as "cpu" or "cuda:0". Default "cpu".
+
+    Returns:
+        A sublist of ["reference", "torch", "triton"]: "triton" needs CUDA tensors and an installed triton
+        (or, for CPU tensors, the Triton interpreter: TRITON_INTERPRET=1 set before triton is imported).
+
     Raises:
         RuntimeError: ``device`` is not a valid device string.
     """
@@ -86,8 +93,14 @@ def available_backends(device: torch.device | str = "cpu") -> list[str]:
 def resolve_backend(backend: str, device: torch.device | str) -> str:
     """The backend that ``backend`` means for tensors on ``device``.
 
-    "auto" is "triton" for CUDA tensors when Triton is installed, else "torch" (with a warning on CUDA,
-    naming what to install). Explicit names are returned as they are once checked to be usable.
+    Args:
+        backend: "auto", "reference", "torch" or "triton".
+        device: a ``torch.device`` or device string.
+
+    Returns:
+        "reference", "torch" or "triton". "auto" is "triton" for CUDA tensors when Triton is installed,
+        else "torch" (with a warning on CUDA, naming what to install); explicit names are returned as they
+        are once checked to be usable.
 
     Raises:
         ValueError: ``backend`` is not one of "auto", "reference", "torch", "triton".

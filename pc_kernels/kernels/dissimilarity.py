@@ -65,7 +65,13 @@ def _dissimilarity_fwd_kernel(
 
 
 def dissimilarity_forward(
-    features: torch.Tensor, norms: torch.Tensor, kind: str, row_start: int, row_end: int, snap: float, dtype: torch.dtype
+    features: torch.Tensor,
+    norms: torch.Tensor,
+    kind: str,
+    row_start: int,
+    row_end: int,
+    snap: float,
+    dtype: torch.dtype,
 ) -> torch.Tensor:
     """(row_end − row_start, n − 1) candidate dissimilarities of ``dtype`` from prepared float64
     ``features`` (n, p), contiguous, and their ``norms`` (n,) (see the module docstring)."""

@@ -59,7 +59,7 @@ def _soft_rank_fwd_kernel(
 
 
 # ∂L/∂y_rj = Σ_{k < w} σ'(c_r (d_rj − d_rk)) (G_rj − G_rk) / (w − 1),   y = c·d,  G = ∂L/∂R
-# (SPEC's gradient in units of τ; the k = j term is σ'(0)·0). Each output is written once, by one program.
+# (the gradient of docs/spec.md in units of τ; the k = j term is σ'(0)·0). Each output is written once, by one program.
 @triton.jit
 def _soft_rank_bwd_kernel(
     d_ptr,  # (m, w) candidate dissimilarities, row-major, contiguous

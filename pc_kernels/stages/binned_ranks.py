@@ -5,7 +5,7 @@ Row r of candidate dissimilarities d (m, w) with factor c gives the points y_j =
 
     R_j = ½ + 1/(w−1) Σ_k K(y_j − y_k)
 
-and SPEC's backward, with K'(u) = σ'(u) = σ(u) σ(−u):
+and the backward of docs/spec.md, with K'(u) = σ'(u) = σ(u) σ(−u):
 
     ∂L/∂y_j = (G_j A_j − B_j) / (w − 1),   A_j = Σ_k K'(y_j − y_k),   B_j = Σ_k K'(y_j − y_k) G_k
 

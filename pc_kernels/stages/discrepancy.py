@@ -1,4 +1,4 @@
-"""SPEC's per-reference discrepancy between student and teacher ranks, forward and backward, for every
+"""The per-reference discrepancy of docs/spec.md between student and teacher ranks, forward and backward, for every
 fast path. Rows of rank candidates R^S, R^T (m, w), population moments over the w = n − 1 candidates:
 
     "mse":       ℓ = (1/w) Σ_j (R^S_j − R^T_j)²

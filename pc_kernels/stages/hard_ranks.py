@@ -1,6 +1,6 @@
 """Exact average ranks of candidate rows (``teacher_ranks="hard"``, ``soft_ranks(hard=True)``), shared by
 every fast path: R_j = (#{k: d_k < d_j} + ½ #{k != j: d_k = d_j}) / (w − 1) by sorting, O(w log w) per
-row (SPEC's step function H, ½ at ties; scipy's ``rankdata(method="average")``, less one, over n − 2).
+row (the step function H of docs/spec.md, ½ at ties; scipy's ``rankdata(method="average")``, less one, over n − 2).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The per-reference scale of SPEC's ``normalize`` option, forward and backward, for every fast path.
+"""The per-reference scale of the ``normalize`` option (docs/spec.md), forward and backward, for every fast path.
 
 Rank stages compare y_j = c·d_j inside a row of candidate dissimilarities d (c, w) in the units of the
 distance stage (D = 2^u·d, see ``distances.py``), with one factor c per row:
@@ -6,7 +6,7 @@ distance stage (D = 2^u·d, see ``distances.py``), with one factor c per row:
     "row_std":  c = 1 / (τ (s + 1e-12)),  s the population standard deviation of the row's w values of d
     "none":     c = 2^u / τ                (so that y = D/τ)
 
-so y_j − y_k = (D~_j − D~_k)/τ is SPEC's sigmoid argument. For "row_std", s is taken in the distance
+so y_j − y_k = (D~_j − D~_k)/τ is the spec's sigmoid argument. For "row_std", s is taken in the distance
 stage's units, where the features' largest magnitude lies in [½, 1): the 1e-12 that keeps s + 1e-12
 positive is relative to the features' scale, which is what makes the loss exactly scale-invariant
 for any input magnitude (docs/spec.md, "Numerics"). The factor is computed in float64 and clamped into
