@@ -18,8 +18,10 @@ def read_version() -> str:
 # Everything each extra's code imports beyond the core (torch, numpy).
 DEMO = ["scipy", "scikit-learn", "matplotlib", "tqdm"]  # pc_kernels/demo
 BENCH = ["matplotlib", "pytest", "pytest-benchmark"]  # benchmarks/
+CPU = ["numba"]  # compiled loops for the CPU stages (pc_kernels/stages/numba_loops.py); torch is the fallback
 TEST = [
     "pytest",
+    "numba",
     "hypothesis",
     "scipy",
     "scikit-learn",
@@ -62,6 +64,7 @@ setup(
         "demo": DEMO,
         "bench": BENCH,
         "test": TEST,
+        "cpu": CPU,
         "triton": ["triton>=3.6"],
     },
     entry_points={"console_scripts": ["pc-distill=pc_kernels.demo.__main__:main"]},
