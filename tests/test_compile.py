@@ -19,7 +19,9 @@ FAST_PATHS = [path for path in usable_paths() if path.backend != "reference"]
 
 def _step(head: torch.nn.Module, path_options: dict):
     def forward(inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return pc_kernels.perception_coherence_loss(torch.tanh(head(inputs)), targets, discrepancy="spearman", **path_options)
+        return pc_kernels.perception_coherence_loss(
+            torch.tanh(head(inputs)), targets, discrepancy="spearman", **path_options
+        )
 
     return forward
 

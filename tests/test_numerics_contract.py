@@ -30,7 +30,9 @@ def path(request):
 
 
 def _features(seed: int, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    return random_features(N, 4, seed=seed, dtype=dtype).to(DEVICE), random_features(N, 3, seed=seed + 1, dtype=dtype).to(DEVICE)
+    return random_features(N, 4, seed=seed, dtype=dtype).to(DEVICE), random_features(
+        N, 3, seed=seed + 1, dtype=dtype
+    ).to(DEVICE)
 
 
 # ------------------------------------------------------------------------------------------ clause 1

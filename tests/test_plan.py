@@ -86,7 +86,9 @@ def test_the_dense_workspace_comes_from_the_environment_or_the_default():
     tiny = _plan(n=1000, environ={"PC_KERNELS_TORCH_WORKSPACE_BYTES": "1"})
     assert tiny.tile_rows == 1 < default.tile_rows
     for bad in ("lots", "0", "-5", "1.5"):
-        with pytest.raises(ValueError, match=f"PC_KERNELS_TORCH_WORKSPACE_BYTES must be a positive integer.*{re.escape(bad)}"):
+        with pytest.raises(
+            ValueError, match=f"PC_KERNELS_TORCH_WORKSPACE_BYTES must be a positive integer.*{re.escape(bad)}"
+        ):
             _plan(environ={"PC_KERNELS_TORCH_WORKSPACE_BYTES": bad})
 
 

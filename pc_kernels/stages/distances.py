@@ -13,10 +13,10 @@ One policy, the same for float32 and float64 inputs (see docs/spec.md, "Numerics
   units of 2^e (squared distances: 4^e), which ``distance_exponent`` records. Cosine features are used
   as they are (its 1e-8 norm clamp is absolute), with norms clamped below at 1e-8.
 * Gram form in float64: S_ij = N_i + N_j − 2 <x_i, x_j> (N the squared norms), and S_ij <=
-  SNAP·ε₆₄·(N_i + N_j) — rounding noise of the form, or duplicates up to a few float32 ulps — counts as
-  exactly 0. D = √S (euclidean), S (sqeuclidean), 1 − <x_i, x_j> / (a_i a_j) (cosine, a = max(‖x‖, 1e-8)).
-  Rounding: about ε₆₄·(N_i + N_j) on S, far below float32 resolution; in float64 a pair closer than
-  about 1e-7 of the batch's spread reads as 0.
+  SNAP·ε₆₄·(N_i + N_j), rounding noise of the form, counts as exactly 0: duplicates, and pairs closer
+  than about 1e-7 of the features' norms (after the shift), get D = 0. D = √S (euclidean), S
+  (sqeuclidean), 1 − <x_i, x_j> / (a_i a_j) (cosine, a = max(‖x‖, 1e-8)). Rounding: about
+  ε₆₄·(N_i + N_j) on S, far below float32 resolution.
 * Results are written in the computation dtype (float32 or float64), in the candidate layout.
 
 Backward, for W the weights below and g = ∂L/∂D of reference rows i against every j (D symmetric, so
@@ -26,8 +26,8 @@ each entry feeds both x_i and x_j), accumulated in float64 across blocks:
     euclidean: W = g / D (0 where D = 0), ρ = Σ_j W_ij, κ = Σ_i W_ij;   sqeuclidean: W = 2g, same sums
     cosine:    W = g / (a_i a_j),  ρ_i = [‖x_i‖ > 1e-8] Σ_j g_ij (1 − D_ij) / a_i²,  κ likewise
 
-two matrix products per block, in the computation dtype for the euclidean kinds (their prepared features
-lie in (−1, 1), so float32 cannot overflow) and in float64 for cosine (whose 1/(a_i a_j) could).
+two matrix products per block, in float64: x_i·ρ_i − Σ_j W_ij x_j cancels down to the within-cluster
+differences of a batch of far-apart clusters, which float32 products would lose.
 """
 
 from __future__ import annotations
@@ -54,7 +54,6 @@ class PreparedFeatures:
         finite: () bool tensor: whether every input feature was finite.
         kind: "euclidean", "sqeuclidean" or "cosine".
         dtype: the computation dtype of the results (float32 or float64).
-        backward_features: ``features`` in the dtype of the backward's matrix products (module docstring).
     """
 
     features: torch.Tensor
@@ -63,7 +62,6 @@ class PreparedFeatures:
     finite: torch.Tensor
     kind: str
     dtype: torch.dtype
-    backward_features: torch.Tensor
 
     @property
     def distance_exponent(self) -> torch.Tensor:
@@ -79,13 +77,12 @@ def prepare(x: torch.Tensor, kind: str) -> PreparedFeatures:
     if kind == "cosine":
         norms = torch.linalg.vector_norm(features, dim=1).clamp_min(COSINE_NORM_EPS)
         exponent = torch.zeros((), dtype=torch.int32, device=x.device)
-        features = features.contiguous()
-        return PreparedFeatures(features, norms, exponent, finite, kind, x.dtype, features)
+        return PreparedFeatures(features.contiguous(), norms, exponent, finite, kind, x.dtype)
     shifted = features - features.median(dim=0).values
     exponent = torch.frexp(shifted.abs().amax())[1]
     features = torch.ldexp(shifted, -exponent).contiguous()
     norms = (features * features).sum(dim=1)
-    return PreparedFeatures(features, norms, exponent, finite, kind, x.dtype, features.to(x.dtype))
+    return PreparedFeatures(features, norms, exponent, finite, kind, x.dtype)
 
 
 def _square_rows(prepared: PreparedFeatures, start: int, end: int) -> torch.Tensor:
@@ -129,25 +126,24 @@ def _weights(
     start … start + c − 1 and their gradient grad_d."""
     c, n = d.shape[0], d.shape[1] + 1
     cosine = prepared.kind == "cosine"
-    dtype = prepared.backward_features.dtype
     if loops == "numba":
         from .numba_loops import KIND_CODES, distance_weights
 
-        weights = torch.empty((c, n), dtype=dtype)
-        slopes = torch.empty((c, n), dtype=dtype) if cosine else weights
+        weights = torch.empty((c, n), dtype=torch.float64)
+        slopes = torch.empty((c, n), dtype=torch.float64) if cosine else weights
         distance_weights(d.numpy(), grad_d.numpy(), start, KIND_CODES[prepared.kind], weights.numpy(), slopes.numpy())
     else:
-        weights = insert_diagonal(grad_d.to(dtype), start)
+        weights = insert_diagonal(grad_d.to(torch.float64), start)
         slopes = weights
         if prepared.kind == "sqeuclidean":
             weights.mul_(2.0)
         elif prepared.kind == "euclidean":
-            distances = insert_diagonal(d.to(dtype), start)
+            distances = insert_diagonal(d.to(torch.float64), start)
             positive = distances > 0
             weights = torch.where(positive, weights / torch.where(positive, distances, 1.0), 0.0)
             slopes = weights
         else:
-            slopes = weights * insert_diagonal(1.0 - d.to(dtype), start)
+            slopes = weights * insert_diagonal(1.0 - d.to(torch.float64), start)
     row_sums, column_sums = slopes.sum(dim=1), slopes.sum(dim=0)
     if cosine:
         a = prepared.norms
@@ -169,7 +165,7 @@ def accumulate_gradient(
     """Add ∂L/∂(prepared features) to ``out`` (n, p) float64, from candidate rows d (c, n − 1) of reference
     rows start … start + c − 1 and their gradient grad_d = ∂L/∂d (module docstring). ``loops``: "torch",
     or "numba" (CPU tensors: the weights in one compiled pass)."""
-    f = prepared.backward_features
+    f = prepared.features
     rows = f[start : start + d.shape[0]]
     weights, row_sums, column_sums = _weights(prepared, start, d, grad_d, loops)
     out[start : start + d.shape[0]] += rows * row_sums[:, None] - weights @ f

@@ -57,7 +57,7 @@ def distance_rows(gram, norms, start, kind, snap, out):
 def distance_weights(d, grad_d, start, kind, weights, slopes):
     """Rows (c, n) of the distance backward's W = g/D (euclidean, 0 where D = 0), 2g (sqeuclidean) or g
     (cosine, divided by the norms afterwards), and for cosine the slopes g·(1 − D); diagonal entries 0;
-    in the dtype of d and grad_d for the euclidean kinds (as the torch code), float64 for cosine."""
+    in float64."""
     c, w = d.shape
     for r in numba.prange(c):
         i = start + r
@@ -66,15 +66,15 @@ def distance_weights(d, grad_d, start, kind, weights, slopes):
             slopes[r, i] = 0.0
         for column in range(w):
             j = column + 1 if column >= i else column
-            g = grad_d[r, column]
+            g = np.float64(grad_d[r, column])
             if kind == EUCLIDEAN:
-                distance = d[r, column]
+                distance = np.float64(d[r, column])
                 weights[r, j] = g / distance if distance > 0 else 0.0
             elif kind == SQEUCLIDEAN:
                 weights[r, j] = g * 2.0
             else:
                 weights[r, j] = g
-                slopes[r, j] = np.float64(g) * (1.0 - np.float64(d[r, column]))
+                slopes[r, j] = g * (1.0 - np.float64(d[r, column]))
 
 
 @numba.njit(parallel=True, cache=True)
