@@ -89,7 +89,7 @@ def loss_and_grads(student: torch.Tensor, teacher: torch.Tensor, weights: torch.
     inputs = [x for x in (student, teacher) if x.requires_grad]
     total = (value * weights).sum() if weights is not None else value.sum()
     grads = torch.autograd.grad(total, inputs, allow_unused=True)
-    return value.detach(), [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads)]
+    return value.detach(), [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads, strict=True)]
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -14,11 +14,11 @@ Matrix = list[list[float]]
 
 def dissimilarity(a: Sequence[float], b: Sequence[float], kind: str) -> float:
     if kind == "cosine":
-        dot = sum(x * y for x, y in zip(a, b))
+        dot = sum(x * y for x, y in zip(a, b, strict=True))
         na = max(math.sqrt(sum(x * x for x in a)), 1e-8)
         nb = max(math.sqrt(sum(y * y for y in b)), 1e-8)
         return 1.0 - dot / (na * nb)
-    sq = sum((x - y) ** 2 for x, y in zip(a, b))
+    sq = sum((x - y) ** 2 for x, y in zip(a, b, strict=True))
     return sq if kind == "sqeuclidean" else math.sqrt(sq)
 
 
@@ -83,10 +83,10 @@ def row_losses(
         b = [rt[i][j] for j in range(n) if j != i]
         m = len(a)
         if discrepancy == "mse":
-            losses.append(sum((u - v) ** 2 for u, v in zip(a, b)) / m)
+            losses.append(sum((u - v) ** 2 for u, v in zip(a, b, strict=True)) / m)
             continue
         ma, mb = sum(a) / m, sum(b) / m
-        cov = sum((u - ma) * (v - mb) for u, v in zip(a, b)) / m
+        cov = sum((u - ma) * (v - mb) for u, v in zip(a, b, strict=True)) / m
         va = sum((u - ma) ** 2 for u in a) / m
         vb = sum((v - mb) ** 2 for v in b) / m
         losses.append(1.0 - cov / math.sqrt(va * vb + 1e-12))

@@ -48,7 +48,7 @@ def test_the_module_documents_arguments_shapes_example_and_errors_where_help_sho
 @pytest.mark.parametrize("document", DOCUMENTS, ids=lambda path: path.relative_to(ROOT).as_posix())
 def test_every_file_a_document_cites_exists(document):
     text = document.read_text(encoding="utf-8")
-    cited = {match for match in LINK.findall(text)} | set(CODE_PATH.findall(text))
+    cited = set(LINK.findall(text)) | set(CODE_PATH.findall(text))
     missing = [path for path in sorted(cited) if not (document.parent / path).exists() and not (ROOT / path).exists()]
     assert not missing, missing
 

@@ -124,7 +124,7 @@ def test_the_gradient_of_a_scaled_loss_is_the_scaled_gradient(path, factor, disc
     scaled = torch.autograd.grad(
         factor * pc_kernels.perception_coherence_loss(student, teacher, **options), (student, teacher)
     )
-    for got, want in zip(scaled, plain):
+    for got, want in zip(scaled, plain, strict=True):
         assert torch.isfinite(got).all()
         # float32: the scaled gradient differs from the plain one by rounding only.
         assert ((got / factor - want).norm() / want.norm()).item() < 1e-5

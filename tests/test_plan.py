@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import pc_kernels
+from helpers import random_features
 from pc_kernels import plan as plan_module
 from pc_kernels.options import LossOptions
 from pc_kernels.plan import resolve_plan
-from helpers import random_features
 
 PACKAGE = Path(pc_kernels.__file__).resolve().parent
 CPU = torch.device("cpu")
