@@ -186,19 +186,20 @@ def coherence_loss(
     hard_teacher: bool,
     row_start: int,
     row_end: int,
-    keep_for_backward: bool,
+    keep_ranks: bool,
+    keep_distances: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Per-reference losses ℓ (row_end − row_start,) of student (n, p) and teacher (n, q) features, and what
-    the backward reuses: both sides' ranks and the student's dissimilarities, (m, n − 1) each, when
-    ``keep_for_backward`` (else (0, n − 1) placeholders)."""
+    the backward reuses, (m, n − 1) each: both sides' ranks if ``keep_ranks``, the student's dissimilarities
+    if ``keep_distances`` ((0, n − 1) placeholders otherwise)."""
     stages = Stages(
         tau, dissimilarity, normalize, distance_stage, rank_stage, block_rows, tile_rows, bins, fast_sigmoid, loops
     )
     ps, pt = distances.prepare(student, dissimilarity), distances.prepare(teacher, dissimilarity)
     m, w = row_end - row_start, student.shape[0] - 1
     losses = student.new_empty(m)
-    kept = (m if keep_for_backward else 0, w)
-    ranks_s, ranks_t, distances_s = student.new_empty(kept), student.new_empty(kept), student.new_empty(kept)
+    ranks_s, ranks_t = (student.new_empty((m if keep_ranks else 0, w)) for _ in range(2))
+    distances_s = student.new_empty((m if keep_distances else 0, w))
     for a, b in stages.blocks(row_start, row_end):
         ds, scale_s = stages.side(ps, a, b)
         dt, scale_t = stages.side(pt, a, b)
@@ -206,8 +207,10 @@ def coherence_loss(
         rt = stages.side_ranks(dt, scale_t, hard_teacher)
         rows = slice(a - row_start, b - row_start)
         losses[rows] = discrepancy(rs, rt, discrepancy_kind)
-        if keep_for_backward:
-            ranks_s[rows], ranks_t[rows], distances_s[rows] = rs, rt, ds
+        if keep_ranks:
+            ranks_s[rows], ranks_t[rows] = rs, rt
+        if keep_distances:
+            distances_s[rows] = ds
     return losses.add_(_poison(ps, pt)), ranks_s, ranks_t, distances_s
 
 
@@ -229,11 +232,13 @@ def _(
     hard_teacher: bool,
     row_start: int,
     row_end: int,
-    keep_for_backward: bool,
+    keep_ranks: bool,
+    keep_distances: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    m = row_end - row_start
-    kept = student.new_empty((m if keep_for_backward else 0, student.shape[0] - 1))
-    return student.new_empty(m), kept, torch.empty_like(kept), torch.empty_like(kept)
+    m, w = row_end - row_start, student.shape[0] - 1
+    ranks = student.new_empty((m if keep_ranks else 0, w))
+    distances = student.new_empty((m if keep_distances else 0, w))
+    return student.new_empty(m), ranks, torch.empty_like(ranks), distances
 
 
 @torch.library.custom_op("pc_kernels::coherence_loss_backward", mutates_args=())
@@ -258,7 +263,8 @@ def coherence_loss_backward(
     hard_teacher: bool,
     row_start: int,
     row_end: int,
-    keep_for_backward: bool,
+    keep_ranks: bool,
+    keep_distances: bool,
     student_grad: bool,
     teacher_grad: bool,
 ) -> tuple[Tensor, Tensor]:
@@ -274,10 +280,10 @@ def coherence_loss_backward(
     out_t = torch.zeros(pt.features.shape, dtype=torch.float64, device=teacher.device) if teacher_grad else None
     for a, b in stages.blocks(row_start, row_end):
         rows = slice(a - row_start, b - row_start)
-        ds, scale_s = stages.scaled(ps, distances_s[rows]) if keep_for_backward else stages.side(ps, a, b)
+        ds, scale_s = stages.scaled(ps, distances_s[rows]) if keep_distances else stages.side(ps, a, b)
         # The teacher's dissimilarities are needed for its own gradient, or to recompute its ranks.
-        teacher_rows = stages.side(pt, a, b) if out_t is not None or not keep_for_backward else None
-        if keep_for_backward:
+        teacher_rows = stages.side(pt, a, b) if out_t is not None or not keep_ranks else None
+        if keep_ranks:
             rs, rt = ranks_s[rows], ranks_t[rows]
         else:
             assert teacher_rows is not None
@@ -316,7 +322,8 @@ def _(
     hard_teacher: bool,
     row_start: int,
     row_end: int,
-    keep_for_backward: bool,
+    keep_ranks: bool,
+    keep_distances: bool,
     student_grad: bool,
     teacher_grad: bool,
 ) -> tuple[Tensor, Tensor]:
@@ -328,9 +335,14 @@ def _(
 def _coherence_loss_setup(ctx, inputs: tuple, output: tuple) -> None:
     student, teacher, *ctx.settings = inputs
     ctx.save_for_backward(student, teacher, *output[1:])
+    # What the forward keeps for the backward is not differentiable: no zero gradients are made for it.
+    ctx.mark_non_differentiable(*output[1:])
+    ctx.set_materialize_grads(False)
 
 
-def _coherence_loss_grad(ctx, grad_losses: Tensor, *_: Tensor) -> tuple:
+def _coherence_loss_grad(ctx, grad_losses: Tensor | None, *_: Tensor) -> tuple:
+    if grad_losses is None:  # grads are not materialized: no gradient reached the losses
+        return (None,) * (2 + len(ctx.settings))
     student, teacher, *kept = ctx.saved_tensors
     need_s, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
     grad_s, grad_t = coherence_loss_backward(grad_losses, student, teacher, *kept, *ctx.settings, need_s, need_t)
@@ -371,7 +383,8 @@ def row_losses(student: Tensor, teacher: Tensor, options: LossOptions, plan: Exe
         options.teacher_ranks == "hard",
         start,
         end,
-        plan.keep_for_backward,
+        plan.keep_ranks,
+        plan.keep_distances,
     )
     return losses
 

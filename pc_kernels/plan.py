@@ -41,10 +41,14 @@ _NUMBA_INSTALLED = importlib.util.find_spec("numba") is not None
 
 WORKSPACE_BYTES = {"cpu": 8 * 2**20, "cuda": 512 * 2**20}
 # Temporaries of one pipeline block: small on CPU, where blocks that stay in cache are fastest.
-BLOCK_BYTES = {"cpu": 32 * 2**20, "cuda": 2 * 2**30}
-# What the forward of algorithm="binned" keeps for the backward (two rank and one dissimilarity
-# matrices); above this, the backward recomputes each block instead.
-KEPT_BYTES = {"cpu": 4 * 2**30, "cuda": 24 * 2**30}
+BLOCK_BYTES = {"cpu": 128 * 2**20, "cuda": 2 * 2**30}
+# What the forward may keep for the backward: both sides' ranks (else, with algorithm="binned", the backward
+# recomputes them), then the student's dissimilarities (else the backward recomputes them). On CPU a share
+# of the machine's memory, on CUDA a fixed budget (the device's memory is the model's too).
+KEPT_MEMORY_SHARE = 0.4
+KEPT_BYTES = {"cuda": 24 * 2**30}
+# Read once: torch.compile cannot trace os.sysconf inside a call.
+_PHYSICAL_MEMORY = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 REFERENCE_MEMORY_BYTES = 4 * 2**30
 _OTHER_DEVICE_BYTES = 128 * 2**20
 # (rows, n)-sized float64 temporaries one block row of the pipeline holds at once, both sides.
@@ -149,8 +153,9 @@ class ExecutionPlan:
         rows: the reference rows [start, end) computed.
         block_rows: reference rows the pipeline runs through all stages at once.
         tile_rows: rows per tile of the dense torch rank stage's workspace.
-        keep_for_backward: whether the forward keeps both sides' ranks and the student's dissimilarities for
-            the backward (else the backward recomputes them block by block).
+        keep_ranks: whether the forward keeps both sides' ranks for the backward (always for the dense
+            algorithm; for the binned one within the memory budget, else the backward recomputes them).
+        keep_distances: whether it also keeps the student's dissimilarities (within the budget).
         fast_sigmoid: the tanh.approx sigmoid of the Triton rank stage.
         bins: grid nodes per row of algorithm="binned" (None: automatic).
         loops: "numba" (CPU tensors with numba installed: compiled loops for the distance epilogue and
@@ -164,7 +169,8 @@ class ExecutionPlan:
     rows: tuple[int, int]
     block_rows: int
     tile_rows: int
-    keep_for_backward: bool
+    keep_ranks: bool
+    keep_distances: bool
     fast_sigmoid: bool
     bins: int | None
     loops: str
@@ -174,7 +180,8 @@ class ExecutionPlan:
         start, end = self.rows
         return (
             f"backend={self.backend!r} algorithm={self.algorithm!r} stages={self.distance_stage}+{self.rank_stage} "
-            f"rows=[{start}, {end}) block_rows={self.block_rows} keep_for_backward={self.keep_for_backward} "
+            f"rows=[{start}, {end}) block_rows={self.block_rows} keep_ranks={self.keep_ranks} "
+            f"keep_distances={self.keep_distances} "
             f"fast_sigmoid={self.fast_sigmoid} loops={self.loops}"
         )
 
@@ -192,7 +199,7 @@ def _reference_plan(
         )
     rows = options.row_range(n)
     return ExecutionPlan(
-        "reference", "dense", "reference", "reference", rows, rows[1] - rows[0], 1, True, False, None, "torch"
+        "reference", "dense", "reference", "reference", rows, rows[1] - rows[0], 1, True, True, False, None, "torch"
     )
 
 
@@ -231,8 +238,10 @@ def resolve_plan(
     )
     tile_rows = max(1, workspace // (strip_width(w) * w * itemsize))
     binned = options.algorithm == "binned"
-    kept = 3 * (end - start) * w * itemsize
-    keep_for_backward = not binned or kept <= KEPT_BYTES.get(device.type, _OTHER_DEVICE_BYTES)
+    matrix = (end - start) * w * itemsize
+    budget = _kept_bytes(device)
+    keep_ranks = not binned or 2 * matrix <= budget
+    keep_distances = keep_ranks and 3 * matrix <= budget
     fast = backend == "triton" and device.type == "cuda" and dtype == torch.float32
     return ExecutionPlan(
         backend=backend,
@@ -242,11 +251,20 @@ def resolve_plan(
         rows=(start, end),
         block_rows=block_rows,
         tile_rows=tile_rows,
-        keep_for_backward=keep_for_backward,
+        keep_ranks=keep_ranks,
+        keep_distances=keep_distances,
         fast_sigmoid=fast and environ.get("PC_KERNELS_FAST_SIGMOID") == "1",
         bins=options.bins,
         loops=_loops(device, environ),
     )
+
+
+def _kept_bytes(device: torch.device) -> int:
+    """The budget for what the forward keeps for the backward on ``device`` (KEPT_BYTES, or on CPU a
+    KEPT_MEMORY_SHARE of the machine's physical memory)."""
+    if device.type == "cpu":
+        return int(KEPT_MEMORY_SHARE * _PHYSICAL_MEMORY)
+    return KEPT_BYTES.get(device.type, _OTHER_DEVICE_BYTES)
 
 
 def _loops(device: torch.device, environ: Mapping[str, str]) -> str:

@@ -238,8 +238,8 @@ def test_half_precision_inputs_are_finite(dtype: torch.dtype) -> None:
 
 @pytest.mark.parametrize("path", BINNED_PATHS, ids=str)
 def test_recomputed_blocks_give_the_same_loss_and_gradients_as_kept_ranks(monkeypatch, path) -> None:
-    """Past KEPT_BYTES the plan keeps no ranks (keep_for_backward False) and the backward recomputes
-    each block's ranks: bitwise the same loss and gradients."""
+    """With no budget for what the forward keeps, the plan keeps no ranks (keep_ranks False) and the
+    backward recomputes each block's ranks: bitwise the same loss and gradients."""
     n = 13 if path.interpreted else 29
     student = random_features(n, 6, seed=5).to(DEVICE).requires_grad_()
     teacher = random_features(n, 3, seed=6).to(DEVICE).requires_grad_()
@@ -260,10 +260,10 @@ def test_recomputed_blocks_give_the_same_loss_and_gradients_as_kept_ranks(monkey
         return loss.detach(), grads, len(calls)
 
     kept, kept_grads, kept_calls = run()
-    assert criterion.last_plan.keep_for_backward
-    monkeypatch.setattr(plan_module, "KEPT_BYTES", {student.device.type: 0})
+    assert criterion.last_plan.keep_ranks and criterion.last_plan.keep_distances
+    monkeypatch.setattr(plan_module, "_kept_bytes", lambda device: 0)
     loss, grads, recomputed_calls = run()
-    assert not criterion.last_plan.keep_for_backward
+    assert not criterion.last_plan.keep_ranks and not criterion.last_plan.keep_distances
     blocks = -(-n // 4)
     assert (kept_calls, recomputed_calls) == (2 * blocks, 4 * blocks)  # both sides, forward (+ backward)
     assert torch.equal(loss, kept)

@@ -1,6 +1,6 @@
 """Memory (SPEC "Cost"): nothing of size n³ ever exists, and autograd keeps only the features, both
 sides' rank matrices and the student's dissimilarities (none of the three for algorithm="binned" past
-the plan's KEPT_BYTES budget, whose backward recomputes them block by block)."""
+the plan's budget for what the forward keeps, whose backward recomputes them block by block)."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def test_saved_for_backward_are_the_features_both_rank_matrices_and_the_student_
 
 @pytest.mark.parametrize("path", [p for p in FAST_PATHS if not p.exact], ids=str)
 def test_binned_past_its_budget_saves_the_features_and_empty_placeholders(monkeypatch, path: Path) -> None:
-    monkeypatch.setattr(plan_module, "KEPT_BYTES", {torch.device(DEVICE).type: 0})
+    monkeypatch.setattr(plan_module, "_kept_bytes", lambda device: 0)
     n = 11
     student = random_features(n, 4, seed=93, dtype=torch.float32).to(DEVICE).requires_grad_()
     teacher = random_features(n, 3, seed=94, dtype=torch.float32).to(DEVICE).requires_grad_()

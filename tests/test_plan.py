@@ -92,12 +92,21 @@ def test_the_dense_workspace_comes_from_the_environment_or_the_default():
             _plan(environ={"PC_KERNELS_TORCH_WORKSPACE_BYTES": bad})
 
 
-def test_ranks_and_distances_are_kept_for_the_dense_backward_and_for_binned_within_budget(monkeypatch):
-    assert _plan(n=50000).keep_for_backward
-    assert _plan(n=1000, algorithm="binned").keep_for_backward
-    monkeypatch.setitem(plan_module.KEPT_BYTES, "cpu", 3 * 999 * 1000 * 4 - 1)
-    assert not _plan(n=1000, algorithm="binned").keep_for_backward
-    assert _plan(n=1000, algorithm="binned", rows=(0, 10)).keep_for_backward
+def test_what_the_forward_keeps_follows_the_budget(monkeypatch):
+    matrix = 999 * 1000 * 4  # one (n, n − 1) float32 matrix at n = 1000
+    for budget, kept in [(3 * matrix, (True, True)), (3 * matrix - 1, (True, False)), (2 * matrix - 1, (False, False))]:
+        monkeypatch.setattr(plan_module, "_kept_bytes", lambda device, budget=budget: budget)
+        plan = _plan(n=1000, algorithm="binned")
+        assert (plan.keep_ranks, plan.keep_distances) == kept, budget
+        dense = _plan(n=1000)
+        assert dense.keep_ranks and dense.keep_distances == kept[1], budget  # dense always keeps its ranks
+    assert _plan(n=1000, algorithm="binned", rows=(0, 10)).keep_distances
+
+
+def test_the_cpu_budget_is_a_share_of_the_machines_memory():
+    physical = plan_module.os.sysconf("SC_PAGE_SIZE") * plan_module.os.sysconf("SC_PHYS_PAGES")
+    assert plan_module._kept_bytes(CPU) == int(plan_module.KEPT_MEMORY_SHARE * physical)
+    assert plan_module._kept_bytes(CUDA) == plan_module.KEPT_BYTES["cuda"]
 
 
 def test_the_fast_sigmoid_is_opt_in_for_float32_triton_on_cuda():

@@ -96,6 +96,23 @@ def _closed_offsets(d: torch.Tensor, factor: torch.Tensor) -> tuple[torch.Tensor
     return torch.empty_like(positions).scatter_(1, order, positions), positions[:, -1]
 
 
+def _spectrum(length: int, spacing: torch.Tensor, derivative: bool) -> torch.Tensor:
+    """rfft of K − ½ sign (``derivative``: K') at the circular offsets of ``length`` nodes spaced
+    ``spacing`` (r,) apart per row: (r, length/2 + 1). Memoized for one spacing (the automatic grid)."""
+    if spacing.numel() == 1:
+        return _uniform_spectrum(length, spacing.item(), derivative, spacing.device)
+    steps = torch.arange(length, dtype=torch.float64, device=spacing.device)
+    steps = torch.where(steps <= length // 2, steps, steps - length)
+    tail = torch.sigmoid(-steps.abs() * spacing[:, None])
+    kernel = tail * (1.0 - tail) if derivative else -torch.sign(steps) * tail
+    return torch.fft.rfft(kernel, n=length)
+
+
+@functools.lru_cache(maxsize=16)
+def _uniform_spectrum(length: int, spacing: float, derivative: bool, device: torch.device) -> torch.Tensor:
+    return _spectrum(length, torch.tensor([spacing, spacing], dtype=torch.float64, device=device), derivative)[:1]
+
+
 class Grid:
     """The grid of m rows of w points y = c·d: each row's origin, spacing and node count, and where its
     points fall (``positions``), with the three steps of the module docstring (``ranks``, ``rank_gradient``).
@@ -159,12 +176,9 @@ class Grid:
     def spectrum(self, derivative: bool) -> torch.Tensor:
         """rfft of K − ½ sign (``derivative``: K') sampled at the circular node offsets: (m, L/2 + 1), or
         (1, L/2 + 1) for the automatic grid, whose spacing every row shares."""
-        steps = torch.arange(self.length, dtype=torch.float64, device=self.d.device)
-        steps = torch.where(steps <= self.length // 2, steps, steps - self.length)
-        spacing = self.spacing[:1] if self.uniform else self.spacing
-        tail = torch.sigmoid(-steps.abs() * spacing[:, None])
-        kernel = tail * (1.0 - tail) if derivative else -torch.sign(steps) * tail
-        return torch.fft.rfft(kernel, n=self.length)
+        if self.uniform:
+            return _spectrum(self.length, self.spacing[:1], derivative)
+        return _spectrum(self.length, self.spacing, derivative)
 
     def _loop_arguments(self) -> tuple[Any, ...]:
         offsets = self.offsets if self.offsets is not None else self.low.new_empty((1, 1))
@@ -248,7 +262,7 @@ class Grid:
             from .numba_loops import read_gradient
 
             out = torch.empty_like(self.d)
-            read_gradient(*self._loop_arguments(), smoothed.numpy(), grad_ranks.numpy(), out.numpy())
+            read_gradient(*self._loop_arguments(), self.nodes, smoothed.numpy(), grad_ranks.numpy(), out.numpy())
             return out
         a, b = self._read(smoothed[..., : self.nodes])
         return (grad_ranks.to(torch.float64) * a - b).div_(w - 1).to(self.d.dtype)

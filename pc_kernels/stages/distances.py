@@ -168,5 +168,6 @@ def accumulate_gradient(
     f = prepared.features
     rows = f[start : start + d.shape[0]]
     weights, row_sums, column_sums = _weights(prepared, start, d, grad_d, loops)
-    out[start : start + d.shape[0]] += rows * row_sums[:, None] - weights @ f
-    out += f * column_sums[:, None] - weights.T @ rows
+    # In place, one pass over ``out`` each: its (n, p) update is the same size for any block.
+    out[start : start + d.shape[0]].addcmul_(rows, row_sums[:, None]).addmm_(weights, f, alpha=-1.0)
+    out.addcmul_(f, column_sums[:, None]).addmm_(weights.T, rows, alpha=-1.0)
