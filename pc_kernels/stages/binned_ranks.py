@@ -98,9 +98,7 @@ def _closed_offsets(d: torch.Tensor, factor: torch.Tensor) -> tuple[torch.Tensor
 
 def _spectrum(length: int, spacing: torch.Tensor, derivative: bool) -> torch.Tensor:
     """rfft of K − ½ sign (``derivative``: K') at the circular offsets of ``length`` nodes spaced
-    ``spacing`` (r,) apart per row: (r, length/2 + 1). Memoized for one spacing (the automatic grid)."""
-    if spacing.numel() == 1:
-        return _uniform_spectrum(length, spacing.item(), derivative, spacing.device)
+    ``spacing`` (r,) apart per row: (r, length/2 + 1)."""
     steps = torch.arange(length, dtype=torch.float64, device=spacing.device)
     steps = torch.where(steps <= length // 2, steps, steps - length)
     tail = torch.sigmoid(-steps.abs() * spacing[:, None])
@@ -109,8 +107,9 @@ def _spectrum(length: int, spacing: torch.Tensor, derivative: bool) -> torch.Ten
 
 
 @functools.lru_cache(maxsize=16)
-def _uniform_spectrum(length: int, spacing: float, derivative: bool, device: torch.device) -> torch.Tensor:
-    return _spectrum(length, torch.tensor([spacing, spacing], dtype=torch.float64, device=device), derivative)[:1]
+def _shared_spectrum(length: int, spacing: float, derivative: bool, device: torch.device) -> torch.Tensor:
+    """``_spectrum`` for one spacing shared by every row (the automatic grid), memoized: (1, length/2 + 1)."""
+    return _spectrum(length, torch.tensor([spacing], dtype=torch.float64, device=device), derivative)
 
 
 class Grid:
@@ -177,7 +176,7 @@ class Grid:
         """rfft of K − ½ sign (``derivative``: K') sampled at the circular node offsets: (m, L/2 + 1), or
         (1, L/2 + 1) for the automatic grid, whose spacing every row shares."""
         if self.uniform:
-            return _spectrum(self.length, self.spacing[:1], derivative)
+            return _shared_spectrum(self.length, self.spacing[0].item(), derivative, self.d.device)
         return _spectrum(self.length, self.spacing, derivative)
 
     def _loop_arguments(self) -> tuple[Any, ...]:
