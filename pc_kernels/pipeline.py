@@ -29,8 +29,9 @@ Numerics (docs/spec.md, "Numerics"), kept here once for every path:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import NamedTuple
+import functools
+from collections.abc import Callable, Iterator
+from typing import NamedTuple, TypeVar
 
 import torch
 from torch import Tensor
@@ -45,6 +46,31 @@ from .stages.hard_ranks import hard_ranks
 from .stages.layout import drop_diagonal, insert_diagonal
 from .stages.row_scale import RowScale, row_scale, row_scale_backward
 
+T = TypeVar("T")
+
+
+def _stage(name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Run the decorated stage inside a profiler range ``pc_kernels.<name>`` (``python -m benchmarks
+    stages`` reads each stage's share of a call from them)."""
+
+    def decorate(function: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(function)
+        def run(*args: object, **kwargs: object) -> T:
+            with torch.profiler.record_function(f"pc_kernels.{name}"):
+                return function(*args, **kwargs)
+
+        return run
+
+    return decorate
+
+
+_prepare = _stage("prepare")(distances.prepare)
+_discrepancy = _stage("discrepancy")(discrepancy)
+_discrepancy_backward = _stage("discrepancy_backward")(discrepancy_backward)
+_hard_ranks = _stage("hard_ranks")(hard_ranks)
+_row_scale_backward = _stage("row_scale_backward")(row_scale_backward)
+_accumulate_gradient = _stage("dissimilarity_backward")(distances.accumulate_gradient)
+
 
 def _blocks(start: int, end: int, size: int) -> Iterator[tuple[int, int]]:
     """Blocks [a, b) of at most ``size`` reference rows covering [start, end)."""
@@ -52,6 +78,7 @@ def _blocks(start: int, end: int, size: int) -> Iterator[tuple[int, int]]:
         yield a, min(a + size, end)
 
 
+@_stage("dissimilarity")
 def _distance_rows(stage: str, prepared: distances.PreparedFeatures, a: int, b: int, loops: str) -> Tensor:
     """The dissimilarity stage: candidate dissimilarities d (b − a, n − 1) of reference rows [a, b)."""
     if stage == "triton":
@@ -79,6 +106,7 @@ class Stages(NamedTuple):
         """The pipeline's blocks [a, b) of reference rows [start, end)."""
         return _blocks(start, end, self.block_rows)
 
+    @_stage("ranks")
     def ranks(self, d: Tensor, factor: Tensor) -> Tensor:
         """Soft ranks (c, w) of candidate rows d with per-row factors."""
         if self.rank_stage == "binned":
@@ -89,6 +117,7 @@ class Stages(NamedTuple):
             return triton_ranks(d, factor, self.fast_sigmoid)
         return dense_ranks(d, factor, self.tile_rows)
 
+    @_stage("ranks_backward")
     def ranks_backward(self, d: Tensor, factor: Tensor, grad_ranks: Tensor) -> Tensor:
         """∂L/∂y (c, w), y = factor·d, from ∂L/∂R."""
         if self.rank_stage == "binned":
@@ -103,20 +132,22 @@ class Stages(NamedTuple):
         """One side's candidate dissimilarities of rows [a, b) and their row scale."""
         return self.scaled(prepared, _distance_rows(self.distance_stage, prepared, a, b, self.loops))
 
+    @_stage("row_scale")
     def scaled(self, prepared: distances.PreparedFeatures, d: Tensor) -> tuple[Tensor, RowScale]:
         """Candidate dissimilarities d of one side and their row scale."""
         return d, row_scale(d, self.tau, self.normalize, prepared.distance_exponent, self.loops)
 
     def side_ranks(self, d: Tensor, scale: RowScale, hard: bool) -> Tensor:
         """Ranks of one side's rows: exact average ranks if ``hard``, else the rank stage's soft ranks."""
-        return hard_ranks(d) if hard else self.ranks(d, scale.factor)
+        return _hard_ranks(d) if hard else self.ranks(d, scale.factor)
 
     def side_backward(
         self, prepared: distances.PreparedFeatures, a: int, d: Tensor, scale: RowScale, grad_ranks: Tensor, out: Tensor
     ) -> None:
         """Add one side's ∂L/∂(prepared features) of rows [a, a + c) to ``out`` (n, p) float64."""
-        grad_d = row_scale_backward(d, scale, self.ranks_backward(d, scale.factor, grad_ranks), self.loops)
-        distances.accumulate_gradient(prepared, a, d, grad_d, out, self.loops)
+        grad_y = self.ranks_backward(d, scale.factor, grad_ranks)
+        grad_d = _row_scale_backward(d, scale, grad_y, self.loops)
+        _accumulate_gradient(prepared, a, d, grad_d, out, self.loops)
 
 
 def _poison(*prepared: distances.PreparedFeatures) -> Tensor:
@@ -195,7 +226,7 @@ def coherence_loss(
     stages = Stages(
         tau, dissimilarity, normalize, distance_stage, rank_stage, block_rows, tile_rows, bins, fast_sigmoid, loops
     )
-    ps, pt = distances.prepare(student, dissimilarity), distances.prepare(teacher, dissimilarity)
+    ps, pt = _prepare(student, dissimilarity), _prepare(teacher, dissimilarity)
     m, w = row_end - row_start, student.shape[0] - 1
     losses = student.new_empty(m)
     ranks_s, ranks_t = (student.new_empty((m if keep_ranks else 0, w)) for _ in range(2))
@@ -206,7 +237,7 @@ def coherence_loss(
         rs = stages.side_ranks(ds, scale_s, False)
         rt = stages.side_ranks(dt, scale_t, hard_teacher)
         rows = slice(a - row_start, b - row_start)
-        losses[rows] = discrepancy(rs, rt, discrepancy_kind)
+        losses[rows] = _discrepancy(rs, rt, discrepancy_kind)
         if keep_ranks:
             ranks_s[rows], ranks_t[rows] = rs, rt
         if keep_distances:
@@ -272,7 +303,7 @@ def coherence_loss_backward(
     stages = Stages(
         tau, dissimilarity, normalize, distance_stage, rank_stage, block_rows, tile_rows, bins, fast_sigmoid, loops
     )
-    ps, pt = distances.prepare(student, dissimilarity), distances.prepare(teacher, dissimilarity)
+    ps, pt = _prepare(student, dissimilarity), _prepare(teacher, dissimilarity)
     teacher_grad = teacher_grad and not hard_teacher
     g, exponent = _power_of_two_scale(grad_losses)
     g = g.to(student.dtype)
@@ -288,7 +319,7 @@ def coherence_loss_backward(
         else:
             assert teacher_rows is not None
             rs, rt = stages.side_ranks(ds, scale_s, False), stages.side_ranks(*teacher_rows, hard_teacher)
-        grad_rs, grad_rt = discrepancy_backward(rs, rt, g[rows], discrepancy_kind)
+        grad_rs, grad_rt = _discrepancy_backward(rs, rt, g[rows], discrepancy_kind)
         if out_s is not None:
             stages.side_backward(ps, a, ds, scale_s, grad_rs, out_s)
         if out_t is not None and teacher_rows is not None:
@@ -411,7 +442,7 @@ def _rank_matrix(
     stages = Stages(
         tau, dissimilarity, normalize, distance_stage, rank_stage, block_rows, tile_rows, bins, fast_sigmoid, loops
     )
-    prepared = distances.prepare(x, dissimilarity)
+    prepared = _prepare(x, dissimilarity)
     n = x.shape[0]
     out = x.new_empty((n, n))
     for a, b in stages.blocks(0, n):
@@ -457,7 +488,7 @@ def _rank_matrix_backward(
     stages = Stages(
         tau, dissimilarity, normalize, distance_stage, rank_stage, block_rows, tile_rows, bins, fast_sigmoid, loops
     )
-    prepared = distances.prepare(x, dissimilarity)
+    prepared = _prepare(x, dissimilarity)
     g, exponent = _power_of_two_scale(grad)
     g = g.to(x.dtype)
     out = torch.zeros(prepared.features.shape, dtype=torch.float64, device=x.device)
@@ -515,7 +546,7 @@ def rank_matrix(x: Tensor, options: LossOptions, plan: ExecutionPlan, hard: bool
 def _dissimilarity_matrix(x: Tensor, kind: str, distance_stage: str, block_rows: int, loops: str) -> Tensor:
     """(n, n) dissimilarities δ(x_i, x_j) of features x (n, d), zero on the diagonal; NaN in the rows and
     columns of samples with a non-finite feature."""
-    prepared = distances.prepare(x, kind)
+    prepared = _prepare(x, kind)
     n = x.shape[0]
     out = x.new_empty((n, n))
     for a, b in _blocks(0, n, block_rows):
@@ -537,13 +568,13 @@ def _dissimilarity_matrix_backward(
     grad: Tensor, x: Tensor, kind: str, distance_stage: str, block_rows: int, loops: str
 ) -> Tensor:
     """∂L/∂x (n, d) for ∂L/∂D = grad (n, n)."""
-    prepared = distances.prepare(x, kind)
+    prepared = _prepare(x, kind)
     g, exponent = _power_of_two_scale(grad)
     g = g.to(x.dtype)
     out = torch.zeros(prepared.features.shape, dtype=torch.float64, device=x.device)
     for a, b in _blocks(0, x.shape[0], block_rows):
         d = _distance_rows(distance_stage, prepared, a, b, loops)
-        distances.accumulate_gradient(prepared, a, d, drop_diagonal(g[a:b], a), out, loops)
+        _accumulate_gradient(prepared, a, d, drop_diagonal(g[a:b], a), out, loops)
     exponent = exponent + prepared.distance_exponent - prepared.exponent
     return _features_gradient(out, exponent, x, _poison(prepared))
 
