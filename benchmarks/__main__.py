@@ -1,4 +1,4 @@
-"""``python -m benchmarks {sweep,scaling,accuracy,floor,readme}``: the benchmark CLI; ``--help`` on a
+"""``python -m benchmarks {sweep,scaling,stages,accuracy,floor,hopper,readme}``: the benchmark CLI; ``--help`` on a
 subcommand lists its options. Results go to ``benchmarks/results/<device-slug>/`` (quick and dry runs: a
 temporary folder); results of uncommitted code are stored there only with ``--allow-dirty``, marked "-dirty"."""
 
@@ -19,7 +19,7 @@ import torch
 
 import pc_kernels
 
-from . import harness, reports
+from . import harness, hopper_model, reports
 from .harness import GIB, MODES, PROVIDERS, RESULTS, Limits, Point
 from .reports import format_bytes, format_seconds
 
@@ -117,6 +117,35 @@ def scaling(args: argparse.Namespace) -> int:
     sizes = args.sizes or ((64, 128, 256) if args.quick else tuple(2**k for k in range(10, 16)))
     points = [Point(args.provider, "fwd_bwd", n, args.dim, args.dim, "float32", args.device) for n in sizes]
     return _measure(args, [points], limits, "scaling.csv")
+
+
+def stages(args: argparse.Namespace) -> int:
+    """Where one fwd+bwd call's time goes, stage by stage: the pipeline's ``pc_kernels.<stage>`` profiler
+    ranges (CPU time of each range, children included); writes stages-<provider>-n<n>.md."""
+    point = Point(args.provider, "fwd_bwd", args.n, args.dim, args.dim, "float32", args.device)
+    commit, threads = harness.source_commit(), args.threads or len(os.sched_getaffinity(0))
+    environment = harness.run_environment(args.device, threads, "stages", commit)
+    folder = (args.out or RESULTS) / harness.device_slug(args.device, str(environment["device_name"]))
+    harness.require_clean(commit, folder, args.allow_dirty)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        call = harness.build_call(point, harness.make_inputs(point))
+        call()  # compiles (numba, Triton) and fills caches outside the profile
+        with torch.profiler.profile() as profile:
+            total = harness.wall_seconds(call, args.device)
+    finally:
+        torch.set_num_threads(previous)
+    spans = {e.key[11:]: e.cpu_time_total / 1e6 for e in profile.key_averages() if e.key.startswith("pc_kernels.")}
+    spans["outside the stages (Python, blocks, autograd)"] = total - sum(spans.values())
+    rows = [f"| {name} | {format_seconds(t)} | {100 * t / total:.0f} % |" for name, t in spans.items()]
+    head = f"Stages of one fwd+bwd call of {args.provider}, n = {args.n}, p = q = {args.dim}, float32"
+    lines = [f"{head}: {format_seconds(total)} in all, profiled — {reports.run_label([environment])}.", ""]
+    lines += ["| stage | time | share of the call |", "|---|---|---|", *rows]
+    folder.mkdir(parents=True, exist_ok=True)
+    (path := folder / f"stages-{args.provider}-n{args.n}.md").write_text(text := "\n".join(lines) + "\n", "utf-8")
+    print(text + f"Wrote {path}")
+    return 0
 
 
 def _loss_and_gradient(student: torch.Tensor, teacher: torch.Tensor, **options: Any) -> tuple[float, torch.Tensor]:
@@ -269,16 +298,24 @@ def parser() -> argparse.ArgumentParser:
         command = commands.add_parser(run.__name__, help=summary, description=run.__doc__)
         command.set_defaults(run=run)
         add = command.add_argument
-        if run in (sweep, scaling):
+        if run in (sweep, scaling, stages):
             add("--device", choices=("cpu", "cuda"), default=cuda, help=f"default {cuda}")
             add("--threads", type=int, help="torch threads of CPU workers (default: all cores; --quick: 1)")
+        if run in (sweep, scaling):
             add("--memory-limit-gb", type=float, help="most one call may use above its inputs")
             add("--quick", action="store_true", help="smoke run: tiny sizes, a temporary results folder")
             add("--min-repeats", type=int, default=3, help="timed calls per point, at least (default 3)")
         if run is not readme:
             add("--out", type=Path, help="results folder or file (default under benchmarks/results)")
             add("--allow-dirty", action="store_true", help="store results of uncommitted code, marked -dirty")
-        if run in (scaling, accuracy, floor):
+        if run is stages:
+            add(
+                "--provider",
+                choices=tuple(p for p in PROVIDERS if p.startswith(("torch", "triton"))),
+                default="torch_binned",
+            )
+            add("--n", type=int, default=4096, help="batch size (default 4096)")
+        if run in (scaling, stages, accuracy, floor):
             add("--dim", type=int, default={floor: 256}.get(run, 64), help="p = q (default %(default)s)")
         if run is sweep:
             add("--sizes", type=_ints, help="batch sizes n (default per device and --quick)")
@@ -306,12 +343,14 @@ def parser() -> argparse.ArgumentParser:
         if run is readme:
             add("--file", type=Path, default=harness.REPO / "README.md", help="markdown file (default README.md)")
             add("--results", type=Path, default=RESULTS, help="stored results (default benchmarks/results)")
+    hopper_model.register(commands)
     return main
 
 
 SUBCOMMANDS = {
     sweep: "providers × n × modes × dims × dtypes: results.csv, table.md and plots per device",
     scaling: "the binned algorithm's time vs n (1024 … 32768) and its fitted exponent",
+    stages: "one fwd+bwd call's time, stage by stage (the pipeline's profiler ranges)",
     accuracy: "binned vs dense accuracy per τ, float32 and float64 (markdown)",
     floor: "CUDA: the triton backend vs docs/spec.md's floor, the largest n within 60 s, binned at large n",
     readme: "regenerate the block between the benchmark markers of a markdown file from stored results",

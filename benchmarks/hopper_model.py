@@ -1,7 +1,6 @@
 """Static model of the Triton kernels on Hopper (H100, H200: sm_90), read from the code the compiler produces.
 
     python -m benchmarks hopper [--out benchmarks/results] [--docs docs/hopper_model.md] [--stride 509]
-    python -m benchmarks.hopper_model [same options]
 
 Compiles every variant of ``pc_kernels.kernels.variants`` for sm_90 (no GPU needed), disassembles it with the tools
 in Triton's wheel, counts the main loop's instructions by class and by pipe, and bounds fwd+bwd at n = 4096,
@@ -18,7 +17,6 @@ import math
 import os
 import re
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -410,7 +408,8 @@ def run(args: argparse.Namespace) -> int:
     """Model the kernels; write the results, and the docs tables when asked."""
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         raise SystemExit("unset TRITON_INTERPRET: interpreted kernels cannot be compiled for sm_90")
-    command = f"{args.prog} --out {args.out}{f' --docs {args.docs}' if args.docs else ''} --stride {args.stride}"
+    docs = f" --docs {args.docs}" if args.docs else ""
+    command = f"python -m benchmarks hopper --out {args.out}{docs} --stride {args.stride}"
     result = model(command, args.stride)
     table = render(result)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -422,24 +421,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _arguments(parser: argparse.ArgumentParser, prog: str) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``hopper`` subcommand to the benchmark CLI (``python -m benchmarks hopper``)."""
+    parser = subparsers.add_parser("hopper", help=__doc__.splitlines()[0], description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for hopper_model.*")
     parser.add_argument("--docs", type=Path, help="markdown file whose hopper-model markers receive the tables")
     parser.add_argument("--stride", type=int, default=509, help="sigmoid error sweep: every STRIDE-th float32")
-    parser.set_defaults(prog=prog, func=run)
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``hopper`` subcommand to the benchmark CLI."""
-    _arguments(subparsers.add_parser("hopper", help=__doc__.splitlines()[0]), "python -m benchmarks hopper")
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks.hopper_model``: the same command on its own."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.hopper_model", description=__doc__.splitlines()[0])
-    _arguments(parser, "python -m benchmarks.hopper_model")
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    parser.set_defaults(run=run)

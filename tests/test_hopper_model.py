@@ -54,7 +54,7 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     subprocess.run(
-        [sys.executable, "-m", "benchmarks.hopper_model", "--out", str(out), "--stride", "65521"],
+        [sys.executable, "-m", "benchmarks", "hopper", "--out", str(out), "--stride", "65521"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=True,
     )  # fmt: skip
     return json.loads((out / "hopper_model.json").read_text())
