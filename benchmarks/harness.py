@@ -40,8 +40,10 @@ OURS = {"torch": ("torch", "dense"), "torch_binned": ("torch", "binned")}
 OURS |= {"triton": ("triton", "dense"), "triton_binned": ("triton", "binned")}
 BINNED = {"torch_binned": "torch", "triton_binned": "triton"}  # each binned provider: its dense counterpart
 ALTERNATIVES = ("reference", "reference_compiled")  # what a user would run instead
-COMPILED = ("reference_compiled", "torch_compiled_step")
-PROVIDERS = (*OURS, *ALTERNATIVES, "torch_compiled_step")
+# torch.compile'd training steps (linear layer, our loss, backward): each provider's loss provider.
+COMPILED_STEPS = {"torch_compiled_step": "torch", "torch_binned_compiled_step": "torch_binned"}
+COMPILED = ("reference_compiled", *COMPILED_STEPS)
+PROVIDERS = (*OURS, *ALTERNATIVES, *COMPILED_STEPS)
 # docs/spec.md's floor: the dense loss is bound by the special-function unit, about 16 operations per clock per
 # SM; an H100 or H200 (132 SMs, ~1.8 GHz) does 16 * 132 * 1.8e9 ≈ 4e12 per second, one per sigmoid.
 SIGMOID_FLOOR_PER_S = 16 * 132 * 1.8e9
@@ -152,7 +154,7 @@ def make_inputs(point: Point) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def loss_function(provider: str, rows: tuple[int, int] | None = None) -> Callable[..., torch.Tensor]:
-    """(student, teacher) → mean loss of ``provider`` (not "torch_compiled_step") with default options;
+    """(student, teacher) → mean loss of ``provider`` (not a compiled step) with default options;
     ``rows`` (our providers) limits it to those reference rows; "reference_compiled" is a fresh compile."""
     backend, algorithm = OURS.get(check_choice("provider", provider, (*OURS, *ALTERNATIVES)), ("reference", "dense"))
 
@@ -163,17 +165,18 @@ def loss_function(provider: str, rows: tuple[int, int] | None = None) -> Callabl
 
 
 def build_call(point: Point, inputs: tuple[torch.Tensor, torch.Tensor]) -> Callable[[], None]:
-    """One call of the point: the forward as in training ("fwd"), or forward and backward. The
-    "torch_compiled_step" is a torch.compile'd training step: a linear layer (p → p), our loss with
-    backend="torch", and the backward to the layer's weight and bias."""
+    """One call of the point: the forward as in training ("fwd"), or forward and backward. A compiled step
+    (COMPILED_STEPS) is a torch.compile'd training step: a linear layer (p → p), our loss with backend="torch"
+    (dense, or binned), and the backward to the layer's weight and bias."""
     student, teacher = inputs
     leaves, step, args, backward = [student], None, inputs, check_choice("mode", point.mode, MODES) == "fwd_bwd"
-    if point.provider == "torch_compiled_step":
+    if point.provider in COMPILED_STEPS:
         weight = torch.randn(point.p, point.p, generator=torch.Generator().manual_seed(point.p)) / point.p**0.5
         weight = weight.to(student.device, student.dtype).requires_grad_()
         bias = torch.zeros(point.p, device=student.device, dtype=student.dtype, requires_grad=True)
         leaves, args = [weight, bias], (student.detach(), teacher)
-        step = torch.compile(lambda x, t: loss_function("torch")(torch.nn.functional.linear(x, weight, bias), t))
+        loss = loss_function(COMPILED_STEPS[point.provider])
+        step = torch.compile(lambda x, t: loss(torch.nn.functional.linear(x, weight, bias), t))
     step = step or loss_function(point.provider)
 
     def call() -> None:
