@@ -44,7 +44,7 @@ from .stages.dense_ranks import dense_ranks, dense_ranks_backward
 from .stages.discrepancy import discrepancy, discrepancy_backward
 from .stages.hard_ranks import hard_ranks
 from .stages.layout import drop_diagonal, insert_diagonal
-from .stages.row_scale import RowScale, row_scale, row_scale_backward
+from .stages.row_scale import RowScale, row_scale, row_scale_backward, row_statistics
 
 T = TypeVar("T")
 
@@ -107,45 +107,50 @@ class Stages(NamedTuple):
         return _blocks(start, end, self.block_rows)
 
     @_stage("ranks")
-    def ranks(self, d: Tensor, factor: Tensor) -> Tensor:
-        """Soft ranks (c, w) of candidate rows d with per-row factors."""
+    def ranks(self, d: Tensor, scale: RowScale) -> Tensor:
+        """Soft ranks (c, w) of candidate rows d with their row scale."""
         if self.rank_stage == "binned":
-            return binned_ranks(d, factor, self.bins, self.loops)
+            return binned_ranks(d, scale.factor, self.bins, self.loops, (scale.low, scale.high))
         if self.rank_stage == "triton":
             from .stages.triton_ranks import triton_ranks
 
-            return triton_ranks(d, factor, self.fast_sigmoid)
-        return dense_ranks(d, factor, self.tile_rows)
+            return triton_ranks(d, scale.factor, self.fast_sigmoid)
+        return dense_ranks(d, scale.factor, self.tile_rows)
 
     @_stage("ranks_backward")
-    def ranks_backward(self, d: Tensor, factor: Tensor, grad_ranks: Tensor) -> Tensor:
+    def ranks_backward(self, d: Tensor, scale: RowScale, grad_ranks: Tensor) -> Tensor:
         """∂L/∂y (c, w), y = factor·d, from ∂L/∂R."""
         if self.rank_stage == "binned":
-            return binned_ranks_backward(d, factor, grad_ranks, self.bins, self.loops)
+            extremes = (scale.low, scale.high)
+            return binned_ranks_backward(d, scale.factor, grad_ranks, self.bins, self.loops, extremes)
         if self.rank_stage == "triton":
             from .stages.triton_ranks import triton_ranks_backward
 
-            return triton_ranks_backward(d, factor, grad_ranks, self.fast_sigmoid)
-        return dense_ranks_backward(d, factor, grad_ranks, self.tile_rows)
+            return triton_ranks_backward(d, scale.factor, grad_ranks, self.fast_sigmoid)
+        return dense_ranks_backward(d, scale.factor, grad_ranks, self.tile_rows)
 
     def side(self, prepared: distances.PreparedFeatures, a: int, b: int) -> tuple[Tensor, RowScale]:
         """One side's candidate dissimilarities of rows [a, b) and their row scale."""
         return self.scaled(prepared, _distance_rows(self.distance_stage, prepared, a, b, self.loops))
 
     @_stage("row_scale")
-    def scaled(self, prepared: distances.PreparedFeatures, d: Tensor) -> tuple[Tensor, RowScale]:
-        """Candidate dissimilarities d of one side and their row scale."""
-        return d, row_scale(d, self.tau, self.normalize, prepared.distance_exponent, self.loops)
+    def scaled(
+        self, prepared: distances.PreparedFeatures, d: Tensor, statistics: Tensor | None = None
+    ) -> tuple[Tensor, RowScale]:
+        """Candidate dissimilarities d of one side and their row scale (from the rows' kept ``statistics``
+        when given)."""
+        statistics = row_statistics(d, self.loops) if statistics is None else statistics
+        return d, row_scale(statistics, self.tau, self.normalize, prepared.distance_exponent, d.dtype)
 
     def side_ranks(self, d: Tensor, scale: RowScale, hard: bool) -> Tensor:
         """Ranks of one side's rows: exact average ranks if ``hard``, else the rank stage's soft ranks."""
-        return _hard_ranks(d) if hard else self.ranks(d, scale.factor)
+        return _hard_ranks(d) if hard else self.ranks(d, scale)
 
     def side_backward(
         self, prepared: distances.PreparedFeatures, a: int, d: Tensor, scale: RowScale, grad_ranks: Tensor, out: Tensor
     ) -> None:
         """Add one side's ∂L/∂(prepared features) of rows [a, a + c) to ``out`` (n, p) float64."""
-        grad_y = self.ranks_backward(d, scale.factor, grad_ranks)
+        grad_y = self.ranks_backward(d, scale, grad_ranks)
         grad_d = _row_scale_backward(d, scale, grad_y, self.loops)
         _accumulate_gradient(prepared, a, d, grad_d, out, self.loops)
 
@@ -219,10 +224,12 @@ def coherence_loss(
     row_end: int,
     keep_ranks: bool,
     keep_distances: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Per-reference losses ℓ (row_end − row_start,) of student (n, p) and teacher (n, q) features, and what
-    the backward reuses, (m, n − 1) each: both sides' ranks if ``keep_ranks``, the student's dissimilarities
-    if ``keep_distances`` ((0, n − 1) placeholders otherwise)."""
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Per-reference losses ℓ (row_end − row_start,) of student (n, p) and teacher (n, q) features, then
+    what the backward reuses: both sides' ranks if ``keep_ranks`` and the student's dissimilarities if
+    ``keep_distances``, (m, n − 1) each ((0, n − 1) placeholders otherwise), and, always, everything of
+    size O(n (p + q)): the student's row statistics (m, 4) and both sides' prepared features
+    (``distances.pack``)."""
     stages = Stages(
         tau, dissimilarity, normalize, distance_stage, rank_stage, block_rows, tile_rows, bins, fast_sigmoid, loops
     )
@@ -231,6 +238,7 @@ def coherence_loss(
     losses = student.new_empty(m)
     ranks_s, ranks_t = (student.new_empty((m if keep_ranks else 0, w)) for _ in range(2))
     distances_s = student.new_empty((m if keep_distances else 0, w))
+    statistics_s = torch.empty((m, 4), dtype=torch.float64, device=student.device)
     for a, b in stages.blocks(row_start, row_end):
         ds, scale_s = stages.side(ps, a, b)
         dt, scale_t = stages.side(pt, a, b)
@@ -238,11 +246,13 @@ def coherence_loss(
         rt = stages.side_ranks(dt, scale_t, hard_teacher)
         rows = slice(a - row_start, b - row_start)
         losses[rows] = _discrepancy(rs, rt, discrepancy_kind)
+        statistics_s[rows] = scale_s.statistics
         if keep_ranks:
             ranks_s[rows], ranks_t[rows] = rs, rt
         if keep_distances:
             distances_s[rows] = ds
-    return losses.add_(_poison(ps, pt)), ranks_s, ranks_t, distances_s
+    kept = (ranks_s, ranks_t, distances_s, statistics_s, distances.pack(ps), distances.pack(pt))
+    return losses.add_(_poison(ps, pt)), *kept
 
 
 @coherence_loss.register_fake
@@ -265,11 +275,14 @@ def _(
     row_end: int,
     keep_ranks: bool,
     keep_distances: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    m, w = row_end - row_start, student.shape[0] - 1
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    (n, p), q = student.shape, teacher.shape[1]
+    m, w = row_end - row_start, n - 1
     ranks = student.new_empty((m if keep_ranks else 0, w))
-    distances = student.new_empty((m if keep_distances else 0, w))
-    return student.new_empty(m), ranks, torch.empty_like(ranks), distances
+    distance_rows = student.new_empty((m if keep_distances else 0, w))
+    statistics = student.new_empty((m, 4), dtype=torch.float64)
+    prepared = student.new_empty((n, p + 3), dtype=torch.float64), teacher.new_empty((n, q + 3), dtype=torch.float64)
+    return student.new_empty(m), ranks, torch.empty_like(ranks), distance_rows, statistics, *prepared
 
 
 @torch.library.custom_op("pc_kernels::coherence_loss_backward", mutates_args=())
@@ -280,6 +293,9 @@ def coherence_loss_backward(
     ranks_s: Tensor,
     ranks_t: Tensor,
     distances_s: Tensor,
+    statistics_s: Tensor,
+    prepared_s: Tensor,
+    prepared_t: Tensor,
     tau: float,
     dissimilarity: str,
     normalize: str,
@@ -303,7 +319,8 @@ def coherence_loss_backward(
     stages = Stages(
         tau, dissimilarity, normalize, distance_stage, rank_stage, block_rows, tile_rows, bins, fast_sigmoid, loops
     )
-    ps, pt = _prepare(student, dissimilarity), _prepare(teacher, dissimilarity)
+    ps = distances.unpack(prepared_s, dissimilarity, student.dtype)
+    pt = distances.unpack(prepared_t, dissimilarity, teacher.dtype)
     teacher_grad = teacher_grad and not hard_teacher
     g, exponent = _power_of_two_scale(grad_losses)
     g = g.to(student.dtype)
@@ -311,7 +328,8 @@ def coherence_loss_backward(
     out_t = torch.zeros(pt.features.shape, dtype=torch.float64, device=teacher.device) if teacher_grad else None
     for a, b in stages.blocks(row_start, row_end):
         rows = slice(a - row_start, b - row_start)
-        ds, scale_s = stages.scaled(ps, distances_s[rows]) if keep_distances else stages.side(ps, a, b)
+        ds = distances_s[rows] if keep_distances else _distance_rows(distance_stage, ps, a, b, loops)
+        ds, scale_s = stages.scaled(ps, ds, statistics_s[rows])
         # The teacher's dissimilarities are needed for its own gradient, or to recompute its ranks.
         teacher_rows = stages.side(pt, a, b) if out_t is not None or not keep_ranks else None
         if keep_ranks:
@@ -339,6 +357,9 @@ def _(
     ranks_s: Tensor,
     ranks_t: Tensor,
     distances_s: Tensor,
+    statistics_s: Tensor,
+    prepared_s: Tensor,
+    prepared_t: Tensor,
     tau: float,
     dissimilarity: str,
     normalize: str,

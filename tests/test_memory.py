@@ -82,11 +82,14 @@ def test_saved_for_backward_are_the_features_both_rank_matrices_and_the_student_
     student = random_features(n, p, seed=91).to(DEVICE).requires_grad_()
     teacher = random_features(n, q, seed=92).to(DEVICE).requires_grad_()
     saved = _saved_tensors(student, teacher, teacher_ranks=teacher_ranks, reduction=reduction, **path.options)
-    assert sorted(tuple(t.shape) for t in saved) == sorted([(n, p), (n, q), (n, n - 1), (n, n - 1), (n, n - 1)])
+    # The features, R^S, R^T and D^S, and what is O(n (p + q)): the student's row statistics and both
+    # sides' prepared features, so that the backward repeats no work it could keep in that much memory.
+    small = [(n, p), (n, q), (n, 4), (n, p + 3), (n, q + 3)]
+    assert sorted(tuple(t.shape) for t in saved) == sorted([*small, (n, n - 1), (n, n - 1), (n, n - 1)])
     assert saved[0].data_ptr() == student.data_ptr() and saved[1].data_ptr() == teacher.data_ptr()  # no copies
     # The three (n, n − 1) matrices are R^S, R^T and D^S in the candidate layout (D^S in the distance
     # stage's units, a power of two times D).
-    kept = [t.detach() for t in saved[2:]]
+    kept = [t.detach() for t in saved[2:] if t.shape == (n, n - 1)]
     with torch.no_grad():
         ranks_s = drop_diagonal(pc_kernels.soft_ranks(student, **path.options), 0)
         ranks_t = drop_diagonal(pc_kernels.soft_ranks(teacher, hard=teacher_ranks == "hard", **path.options), 0)
@@ -103,5 +106,6 @@ def test_binned_past_its_budget_saves_the_features_and_empty_placeholders(monkey
     student = random_features(n, 4, seed=93, dtype=torch.float32).to(DEVICE).requires_grad_()
     teacher = random_features(n, 3, seed=94, dtype=torch.float32).to(DEVICE).requires_grad_()
     saved = _saved_tensors(student, teacher, **path.options)
-    assert sorted(tuple(t.shape) for t in saved) == sorted([(n, 4), (n, 3), (0, n - 1), (0, n - 1), (0, n - 1)])
-    assert sum(t.numel() for t in saved) == n * (4 + 3)
+    small = [(n, 4), (n, 3), (n, 4), (n, 4 + 3), (n, 3 + 3)]
+    assert sorted(tuple(t.shape) for t in saved) == sorted([*small, (0, n - 1), (0, n - 1), (0, n - 1)])
+    assert sum(t.numel() for t in saved) == n * (4 + 3 + 4 + 7 + 6)  # O(n (p + q)): nothing of size n²

@@ -22,11 +22,16 @@ from pc_kernels.stages.dense_ranks import dense_ranks, dense_ranks_backward
 from pc_kernels.stages.discrepancy import discrepancy, discrepancy_backward
 from pc_kernels.stages.hard_ranks import hard_ranks
 from pc_kernels.stages.layout import drop_diagonal, insert_diagonal
-from pc_kernels.stages.row_scale import row_scale, row_scale_backward
+from pc_kernels.stages.row_scale import row_scale, row_scale_backward, row_statistics
 
 LOOPS = ["torch", "numba"] if plan._NUMBA_INSTALLED else ["torch"]
 
 # ------------------------------------------------------------------------------------------ layout
+
+
+def _scale(d: torch.Tensor, tau: float, normalize: str, exponent: torch.Tensor, loops: str = "torch"):
+    """The row scale of candidate rows d, from their statistics."""
+    return row_scale(row_statistics(d, loops), tau, normalize, exponent, d.dtype)
 
 
 def _candidates_by_mask(square: torch.Tensor, start: int, end: int) -> torch.Tensor:
@@ -301,7 +306,7 @@ def test_dense_ranks_saturate_without_nan_for_huge_factors() -> None:
 def test_row_std_factor_and_backward_match_autograd(tau: float, loops: str) -> None:
     d = random_features(6, 9, seed=14).abs() + 0.1
     grad_y = random_features(6, 9, seed=15)
-    scale = row_scale(d, tau, "row_std", torch.tensor(3, dtype=torch.int32), loops)
+    scale = _scale(d, tau, "row_std", torch.tensor(3, dtype=torch.int32), loops)
     leaf = d.clone().requires_grad_()
     std = leaf.std(dim=1, correction=0)
     factor = 1.0 / (tau * (std + 1e-12))
@@ -313,7 +318,7 @@ def test_row_std_factor_and_backward_match_autograd(tau: float, loops: str) -> N
 def test_no_normalization_factor_is_two_to_the_distance_exponent_over_tau() -> None:
     d = random_features(4, 5, seed=16).abs()
     grad_y = random_features(4, 5, seed=17)
-    scale = row_scale(d, 0.25, "none", torch.tensor(3, dtype=torch.int32))
+    scale = _scale(d, 0.25, "none", torch.tensor(3, dtype=torch.int32))
     assert torch.equal(scale.factor, torch.full((4,), 32.0, dtype=torch.float64))  # 2³ / 0.25
     torch.testing.assert_close(row_scale_backward(d, scale, grad_y), 32.0 * grad_y, rtol=0, atol=0)
 
@@ -324,7 +329,7 @@ def test_row_of_equal_values_gets_no_std_term(loops: str) -> None:
     derivative at 0)."""
     d = torch.cat([torch.full((1, 5), 0.7, dtype=torch.float64), random_features(1, 5, seed=18).abs()])
     grad_y = random_features(2, 5, seed=19)
-    scale = row_scale(d, 0.5, "row_std", torch.tensor(0, dtype=torch.int32), loops)
+    scale = _scale(d, 0.5, "row_std", torch.tensor(0, dtype=torch.int32), loops)
     assert scale.std[0].item() == 0.0 and scale.factor[0].item() == pytest.approx(2e12)
     grad_d = row_scale_backward(d, scale, grad_y)
     torch.testing.assert_close(grad_d[0], scale.factor[0] * grad_y[0], rtol=1e-15, atol=0)
@@ -340,11 +345,11 @@ def test_factor_is_clamped_into_the_normal_range_with_headroom(dtype: torch.dtyp
     # τ = 5e-324: 1/τ overflows float64. τ = 1e308 on the row of spread 1.1: c below 4·tiny of float64.
     for rows, tau, bound in ((d, 5e-324, info.max / 4), (d[1:], 1e308, 4 * info.tiny)):
         for normalize in ("row_std", "none"):
-            scale = row_scale(rows, tau, normalize, torch.tensor(0, dtype=torch.int32))
+            scale = _scale(rows, tau, normalize, torch.tensor(0, dtype=torch.int32))
             assert scale.factor.dtype == dtype and torch.all(scale.clamped)
             assert torch.equal(scale.factor, torch.full((rows.shape[0],), bound, dtype=torch.float64).to(dtype))
             assert torch.isfinite(row_scale_backward(rows, scale, torch.ones_like(rows))).all()
-    assert not row_scale(d, 0.1, "row_std", torch.tensor(0, dtype=torch.int32)).clamped[1]
+    assert not _scale(d, 0.1, "row_std", torch.tensor(0, dtype=torch.int32)).clamped[1]
 
 
 # ----------------------------------------------------------------------------------- discrepancy

@@ -120,19 +120,22 @@ class Grid:
     that a − 1 … a + 2 are nodes) and a + 1: u = (d − min d)·(c/h) + 1, or, for rows whose gaps were closed,
     u = offsets·(1/h) + 1 from the stored ``offsets``. ``spacing`` is h per row (m,); ``length`` the FFT
     length L. With ``loops="numba"`` the deposit and read-back run as compiled loops (``numba_loops.py``).
+    ``extremes``: each row's (min d, max d), float64 (m,) each, when the caller has them (the row scale's
+    statistics); else they are computed here.
     """
 
-    def __init__(self, d: torch.Tensor, factor: torch.Tensor, bins: int | None, loops: str):
+    def __init__(
+        self,
+        d: torch.Tensor,
+        factor: torch.Tensor,
+        bins: int | None,
+        loops: str,
+        extremes: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ):
         w = d.shape[1]
         self.d, self.loops = d, loops
         self.factor = factor.to(torch.float64)
-        if loops == "numba":
-            from .numba_loops import row_extremes
-
-            low, high = torch.empty((2, d.shape[0]), dtype=torch.float64)
-            row_extremes(d.numpy(), low.numpy(), high.numpy())
-        else:
-            low, high = (t.to(torch.float64) for t in torch.aminmax(d, dim=1))
+        low, high = extremes if extremes is not None else (t.to(torch.float64) for t in torch.aminmax(d, dim=1))
         self.low = low
         spread = (high - low) * self.factor
         automatic = automatic_spacing(w)
@@ -267,15 +270,26 @@ class Grid:
         return (grad_ranks.to(torch.float64) * a - b).div_(w - 1).to(self.d.dtype)
 
 
-def binned_ranks(d: torch.Tensor, factor: torch.Tensor, bins: int | None, loops: str = "torch") -> torch.Tensor:
+def binned_ranks(
+    d: torch.Tensor,
+    factor: torch.Tensor,
+    bins: int | None,
+    loops: str = "torch",
+    extremes: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Soft ranks R (m, w) of candidate rows d (m, w), w >= 2, with factors (m,), by binning: within
     RANK_ERROR_CONSTANT·h⁴·w/(w − 1) of the dense ones (``bins=None``: within RANK_TOLERANCE).
-    ``loops``: "torch", or "numba" (CPU tensors, numba installed)."""
-    return Grid(d, factor, bins, loops).ranks()
+    ``loops``: "torch", or "numba" (CPU tensors, numba installed); ``extremes``: see ``Grid``."""
+    return Grid(d, factor, bins, loops, extremes).ranks()
 
 
 def binned_ranks_backward(
-    d: torch.Tensor, factor: torch.Tensor, grad_ranks: torch.Tensor, bins: int | None, loops: str = "torch"
+    d: torch.Tensor,
+    factor: torch.Tensor,
+    grad_ranks: torch.Tensor,
+    bins: int | None,
+    loops: str = "torch",
+    extremes: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """∂L/∂y (m, w), y = factor·d, from G = ∂L/∂R (m, w), on the same grid as the forward."""
-    return Grid(d, factor, bins, loops).rank_gradient(grad_ranks)
+    return Grid(d, factor, bins, loops, extremes).rank_gradient(grad_ranks)

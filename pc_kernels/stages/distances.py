@@ -85,6 +85,20 @@ def prepare(x: torch.Tensor, kind: str) -> PreparedFeatures:
     return PreparedFeatures(features, norms, exponent, finite, kind, x.dtype)
 
 
+def pack(prepared: PreparedFeatures) -> torch.Tensor:
+    """``prepared`` as one (n, p + 3) float64 tensor (features, norms, exponent, finite), for a custom op
+    to return and its backward to ``unpack``."""
+    n = prepared.features.shape[0]
+    facts = torch.stack((prepared.exponent.to(torch.float64), prepared.finite.to(torch.float64)))
+    return torch.cat((prepared.features, prepared.norms[:, None], facts.expand(n, 2)), dim=1)
+
+
+def unpack(packed: torch.Tensor, kind: str, dtype: torch.dtype) -> PreparedFeatures:
+    """The PreparedFeatures ``pack`` gave ``packed``."""
+    exponent, finite = packed[0, -2].to(torch.int32), packed[0, -1] > 0
+    return PreparedFeatures(packed[:, :-3].contiguous(), packed[:, -3].contiguous(), exponent, finite, kind, dtype)
+
+
 def _square_rows(prepared: PreparedFeatures, start: int, end: int) -> torch.Tensor:
     """(c, n) float64 dissimilarities D' of rows start … end − 1 against every row (diagonal included)."""
     f, norms = prepared.features, prepared.norms

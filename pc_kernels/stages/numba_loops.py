@@ -8,9 +8,8 @@ multiply-add), one reference row per parallel iteration:
                        (stages/distances.py, ``_square_rows`` + ``drop_diagonal``)
     distance_weights   the weights W (and cosine's slopes) of the distance backward, diagonal inserted
                        (stages/distances.py, ``accumulate_gradient``)
-    row_moments        each row's mean and population standard deviation, two-pass, in float64
+    row_statistics     each row's mean, population standard deviation, minimum and maximum, in float64
                        (stages/row_scale.py)
-    row_extremes       each row's minimum and maximum (stages/binned_ranks.py, ``Grid``)
     row_largest        each row's largest |value| (stages/binned_ranks.py, the fixed-point scale)
     deposit            cubic Lagrange deposits in int64 fixed point (stages/binned_ranks.py, ``_deposit``)
     read_ranks         the exact sign part, the cubic read-back and the soft ranks (stages/binned_ranks.py)
@@ -78,34 +77,27 @@ def distance_weights(d, grad_d, start, kind, weights, slopes):
 
 
 @numba.njit(parallel=True, cache=True)
-def row_moments(d, mean, std):
-    """mean[r], std[r] = the mean and population standard deviation of row r of d, in float64."""
+def row_statistics(d, statistics):
+    """statistics[r] = (mean, population standard deviation, minimum, maximum) of row r of d, in float64;
+    the deviations in a second pass over the row (two-pass variance)."""
     m, w = d.shape
     for r in numba.prange(m):
         total = 0.0
+        smallest = largest = np.float64(d[r, 0])
         for j in range(w):
-            total += np.float64(d[r, j])
+            value = np.float64(d[r, j])
+            total += value
+            smallest = min(smallest, value)
+            largest = max(largest, value)
         mu = total / w
         squares = 0.0
         for j in range(w):
             deviation = np.float64(d[r, j]) - mu
             squares += deviation * deviation
-        mean[r] = mu
-        std[r] = math.sqrt(squares / w)
-
-
-@numba.njit(parallel=True, cache=True)
-def row_extremes(d, low, high):
-    """low[r], high[r] = the minimum and maximum of row r of d, in float64."""
-    m, w = d.shape
-    for r in numba.prange(m):
-        smallest = largest = np.float64(d[r, 0])
-        for j in range(1, w):
-            value = np.float64(d[r, j])
-            smallest = min(smallest, value)
-            largest = max(largest, value)
-        low[r] = smallest
-        high[r] = largest
+        statistics[r, 0] = mu
+        statistics[r, 1] = math.sqrt(squares / w)
+        statistics[r, 2] = smallest
+        statistics[r, 3] = largest
 
 
 @numba.njit(parallel=True, cache=True)

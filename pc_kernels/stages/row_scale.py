@@ -34,13 +34,32 @@ from ..options import ROW_STD_EPS
 
 
 class RowScale(NamedTuple):
-    """Per-row factors c (m,) in the computation dtype, and what the backward needs: the float64 row
-    means and standard deviations (m,) (None for "none") and whether c was clamped (m,)."""
+    """One block's rows as the rank stages and the backward see them: the factors c (m,) in the
+    computation dtype, whether each was clamped (m,), and the float64 row statistics (m, 4) they come
+    from (``row_statistics``)."""
 
     factor: torch.Tensor
-    mean: torch.Tensor | None
-    std: torch.Tensor | None
     clamped: torch.Tensor
+    statistics: torch.Tensor
+    normalize: str
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.statistics[:, 0]
+
+    @property
+    def std(self) -> torch.Tensor:
+        return self.statistics[:, 1]
+
+    @property
+    def low(self) -> torch.Tensor:
+        """Each row's smallest value."""
+        return self.statistics[:, 2]
+
+    @property
+    def high(self) -> torch.Tensor:
+        """Each row's largest value."""
+        return self.statistics[:, 3]
 
 
 def _clamped(factor: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,51 +70,50 @@ def _clamped(factor: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, to
     return factor.clamp(low, high).to(dtype), clamped
 
 
-def _moments(d: torch.Tensor, loops: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row means and population standard deviations (m,), float64."""
+def row_statistics(d: torch.Tensor, loops: str = "torch") -> torch.Tensor:
+    """(m, 4) float64: each row's mean, population standard deviation, minimum and maximum, in one pass
+    over d (m, w) with ``loops="numba"`` (CPU tensors), or by torch reductions."""
     if loops == "numba":
-        from .numba_loops import row_moments
+        from .numba_loops import row_statistics as loop
 
-        mean, std = torch.empty((2, d.shape[0]), dtype=torch.float64)
-        row_moments(d.numpy(), mean.numpy(), std.numpy())
-        return mean, std
+        statistics = torch.empty((d.shape[0], 4), dtype=torch.float64)
+        loop(d.numpy(), statistics.numpy())
+        return statistics
     var, mean = torch.var_mean(d.to(torch.float64), dim=1, correction=0)
-    return mean, var.sqrt()
+    low, high = torch.aminmax(d, dim=1)
+    return torch.stack((mean, var.sqrt(), low.to(torch.float64), high.to(torch.float64)), dim=1)
 
 
 def row_scale(
-    d: torch.Tensor, tau: float, normalize: str, distance_exponent: torch.Tensor, loops: str = "torch"
+    statistics: torch.Tensor, tau: float, normalize: str, distance_exponent: torch.Tensor, dtype: torch.dtype
 ) -> RowScale:
-    """Factors of the rows of candidate dissimilarities d (m, w) (module docstring). ``loops``: "torch",
-    or "numba" (CPU tensors: the moments in one compiled loop)."""
+    """The factors (module docstring) of rows with the given ``row_statistics``, in ``dtype``."""
     if normalize == "none":
-        inverse_tau = torch.full((d.shape[0],), 1.0 / tau, dtype=torch.float64, device=d.device)
-        factor, clamped = _clamped(torch.ldexp(inverse_tau, distance_exponent), d.dtype)
-        return RowScale(factor, None, None, clamped)
-    mean, std = _moments(d, loops)
-    factor, clamped = _clamped(1.0 / (tau * (std + ROW_STD_EPS)), d.dtype)
-    return RowScale(factor, mean, std, clamped)
+        inverse_tau = torch.full_like(statistics[:, 0], 1.0 / tau)
+        factor, clamped = _clamped(torch.ldexp(inverse_tau, distance_exponent), dtype)
+    else:
+        factor, clamped = _clamped(1.0 / (tau * (statistics[:, 1] + ROW_STD_EPS)), dtype)
+    return RowScale(factor, clamped, statistics, normalize)
 
 
 def row_scale_backward(d: torch.Tensor, scale: RowScale, grad_y: torch.Tensor, loops: str = "torch") -> torch.Tensor:
     """∂L/∂d (m, w) in d's dtype from ∂L/∂y (m, w) (module docstring). ``loops``: "torch", or "numba"
     (CPU tensors: one compiled loop)."""
     factor = scale.factor.to(torch.float64)
-    if loops == "numba" and scale.mean is not None and scale.std is not None:
+    live = (scale.normalize == "row_std") & (scale.std > 0) & ~scale.clamped
+    if loops == "numba":
         from .numba_loops import row_scale_backward as loop
 
         out = torch.empty_like(d)
-        live = (scale.std > 0) & ~scale.clamped
         arrays = (d, grad_y, factor, scale.mean, scale.std, live, out)
         loop(*(t.numpy() for t in arrays))
         return out
     grad = grad_y.to(torch.float64) * factor[:, None]
-    if scale.std is None or scale.mean is None:
+    if scale.normalize == "none":
         return grad.to(d.dtype)
     d64 = d.to(torch.float64)
     w = d.shape[1]
     grad_factor = (d64 * grad_y.to(torch.float64)).sum(dim=1)
-    live = (scale.std > 0) & ~scale.clamped
     coefficient = -grad_factor * factor / ((scale.std + ROW_STD_EPS) * w * torch.where(live, scale.std, 1.0))
     coefficient = torch.where(live, coefficient, 0.0)
     return grad.add_((d64 - scale.mean[:, None]).mul_(coefficient[:, None])).to(d.dtype)
