@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor
@@ -155,6 +155,28 @@ class Stages(NamedTuple):
         _accumulate_gradient(prepared, a, d, grad_d, out, self.loops)
 
 
+class _LossSettings(NamedTuple):
+    """The loss ops' arguments after the features (each op's signature spells them out; the fakes read
+    them by name from here)."""
+
+    tau: float
+    dissimilarity: str
+    normalize: str
+    distance_stage: str
+    rank_stage: str
+    block_rows: int
+    tile_rows: int
+    bins: int | None
+    fast_sigmoid: bool
+    loops: str
+    discrepancy_kind: str
+    hard_teacher: bool
+    row_start: int
+    row_end: int
+    keep_ranks: bool
+    keep_distances: bool
+
+
 def _poison(*prepared: distances.PreparedFeatures) -> Tensor:
     """0, or NaN if any feature of any side was non-finite: a () float64 tensor."""
     finite = torch.stack([p.finite for p in prepared]).all()
@@ -256,30 +278,12 @@ def coherence_loss(
 
 
 @coherence_loss.register_fake
-def _(
-    student: Tensor,
-    teacher: Tensor,
-    tau: float,
-    dissimilarity: str,
-    normalize: str,
-    distance_stage: str,
-    rank_stage: str,
-    block_rows: int,
-    tile_rows: int,
-    bins: int | None,
-    fast_sigmoid: bool,
-    loops: str,
-    discrepancy_kind: str,
-    hard_teacher: bool,
-    row_start: int,
-    row_end: int,
-    keep_ranks: bool,
-    keep_distances: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+def _(student: Tensor, teacher: Tensor, *arguments: Any) -> tuple[Tensor, ...]:
+    settings = _LossSettings(*arguments)
     (n, p), q = student.shape, teacher.shape[1]
-    m, w = row_end - row_start, n - 1
-    ranks = student.new_empty((m if keep_ranks else 0, w))
-    distance_rows = student.new_empty((m if keep_distances else 0, w))
+    m, w = settings.row_end - settings.row_start, n - 1
+    ranks = student.new_empty((m if settings.keep_ranks else 0, w))
+    distance_rows = student.new_empty((m if settings.keep_distances else 0, w))
     statistics = student.new_empty((m, 4), dtype=torch.float64)
     prepared = student.new_empty((n, p + 3), dtype=torch.float64), teacher.new_empty((n, q + 3), dtype=torch.float64)
     return student.new_empty(m), ranks, torch.empty_like(ranks), distance_rows, statistics, *prepared
@@ -350,37 +354,11 @@ def coherence_loss_backward(
 
 
 @coherence_loss_backward.register_fake
-def _(
-    grad_losses: Tensor,
-    student: Tensor,
-    teacher: Tensor,
-    ranks_s: Tensor,
-    ranks_t: Tensor,
-    distances_s: Tensor,
-    statistics_s: Tensor,
-    prepared_s: Tensor,
-    prepared_t: Tensor,
-    tau: float,
-    dissimilarity: str,
-    normalize: str,
-    distance_stage: str,
-    rank_stage: str,
-    block_rows: int,
-    tile_rows: int,
-    bins: int | None,
-    fast_sigmoid: bool,
-    loops: str,
-    discrepancy_kind: str,
-    hard_teacher: bool,
-    row_start: int,
-    row_end: int,
-    keep_ranks: bool,
-    keep_distances: bool,
-    student_grad: bool,
-    teacher_grad: bool,
-) -> tuple[Tensor, Tensor]:
+def _(grad_losses: Tensor, student: Tensor, teacher: Tensor, *arguments: Any) -> tuple[Tensor, Tensor]:
+    settings = _LossSettings(*arguments[6:-2])
+    student_grad, teacher_grad = arguments[-2:]
     s = torch.empty_like(student) if student_grad else student.new_empty(0)
-    t = torch.empty_like(teacher) if teacher_grad and not hard_teacher else teacher.new_empty(0)
+    t = torch.empty_like(teacher) if teacher_grad and not settings.hard_teacher else teacher.new_empty(0)
     return s, t
 
 
@@ -473,20 +451,7 @@ def _rank_matrix(
 
 
 @_rank_matrix.register_fake
-def _(
-    x: Tensor,
-    tau: float,
-    dissimilarity: str,
-    normalize: str,
-    distance_stage: str,
-    rank_stage: str,
-    block_rows: int,
-    tile_rows: int,
-    bins: int | None,
-    fast_sigmoid: bool,
-    loops: str,
-    hard: bool,
-) -> Tensor:
+def _(x: Tensor, *arguments: Any) -> Tensor:
     return x.new_empty((x.shape[0], x.shape[0]))
 
 
@@ -520,20 +485,7 @@ def _rank_matrix_backward(
 
 
 @_rank_matrix_backward.register_fake
-def _(
-    grad: Tensor,
-    x: Tensor,
-    tau: float,
-    dissimilarity: str,
-    normalize: str,
-    distance_stage: str,
-    rank_stage: str,
-    block_rows: int,
-    tile_rows: int,
-    bins: int | None,
-    fast_sigmoid: bool,
-    loops: str,
-) -> Tensor:
+def _(grad: Tensor, x: Tensor, *arguments: Any) -> Tensor:
     return torch.empty_like(x)
 
 
