@@ -10,10 +10,10 @@ For each block of reference rows [a, b) and each side (student; teacher):
     R^S, R^T ──discrepancy──▶ ℓ (c,)
 
 and backward, block by block, in the reverse order: ∂ℓ → ∂R (discrepancy) → ∂y (rank stage) → ∂d (row
-scale) → ∂features (the distance policy's matrix products). When the plan says so (always for the dense
-algorithm, within a memory budget for the binned one) the forward keeps both sides' ranks and the
-student's dissimilarities for the backward; otherwise the backward recomputes them block by block
-(only per-row statistics, O(n), are cheaper to recompute than to keep).
+scale) → ∂features (the distance policy's matrix products). The forward keeps for the backward what
+the plan allows within its memory budget: both sides' ranks (always for the dense algorithm), then the
+student's dissimilarities; whatever it does not keep, the backward recomputes block by block. What is
+O(n (p + q)), both sides' prepared features and the student's row statistics, is always kept.
 
 Each entry point is a ``torch.library`` custom op with a fake implementation and a registered autograd
 formula, so ``torch.compile(fullgraph=True)`` treats a whole loss (or rank or dissimilarity matrix) as
