@@ -210,18 +210,21 @@ def load_predictions(path: Path) -> list[dict]:
     return entries
 
 
-def kernel_ms(entry: dict, provider: str, device: str, dtype: str) -> float | None:
-    """Profiled time (CUDA: device time; CPU: CPU time) of the kernels whose names contain entry["name"]
-    in one fwd+bwd call of ``provider`` at the entry's n, p, q; None if no such kernel ran."""
-    point = Point(provider, "fwd_bwd", entry["n"], entry["p"], entry["q"], dtype, device)
+def profiled_ms(entry: dict, provider: str, device: str, dtype: str, dry_run: bool) -> dict[str, float | None]:
+    """One fwd+bwd call of ``provider`` at the entry's n, p, q (a dry run: n = 16, p = q = 8): its wall time
+    ("whole call", ms) and each kernel the entry predicts (entry["kernels"]: Triton function names), by its
+    profiled time (CUDA: device time; CPU: CPU time), None for a kernel that did not run."""
+    n, p, q = (16, 8, 8) if dry_run else (entry["n"], entry["p"], entry["q"])
+    point = Point(provider, "fwd_bwd", n, p, q, dtype, device)
     call = harness.build_call(point, harness.make_inputs(point))
     call()  # compiles the kernels outside the profile
     activity = torch.profiler.ProfilerActivity.CUDA if device == "cuda" else torch.profiler.ProfilerActivity.CPU
     with torch.profiler.profile(activities=[activity]) as profile:
-        harness.wall_seconds(call, device)
+        whole = harness.wall_seconds(call, device)
     kind = "device_time_total" if device == "cuda" else "cpu_time_total"
-    times = [getattr(event, kind) for event in profile.key_averages() if entry["name"] in event.key]
-    return sum(times) / 1e3 if times else None
+    events = profile.key_averages()
+    measured = {name: [getattr(e, kind) / 1e3 for e in events if name in e.key] for name in entry.get("kernels", {})}
+    return {"whole call": 1e3 * whole} | {name: sum(times) if times else None for name, times in measured.items()}
 
 
 def floor(args: argparse.Namespace) -> int:
@@ -263,16 +266,26 @@ def floor(args: argparse.Namespace) -> int:
     ]
     predictions = []
     if args.predictions is not None:
-        lines += [f"Static model ({args.predictions.name}) vs profiled fwd+bwd of {dense}:", ""]
+        # The workloads the call ran: its dtype's kernels (bf16 and fp32 inputs both run float32 ones) and
+        # its sigmoid (fast with PC_KERNELS_FAST_SIGMOID=1).
+        ran = ("fp64" if args.dtype == "float64" else "fp32") + (
+            "_fast" if os.environ.get("PC_KERNELS_FAST_SIGMOID") == "1" else "_accurate"
+        )
+        lines += [f"Static model ({args.predictions.name}) vs profiled fwd+bwd of {dense} ({ran}):", ""]
         lines += [
-            "| kernel | n | p | q | predicted | measured | measured / predicted |",
-            "|---|---|---|---|---|---|---|",
+            "| workload | n | p | q | part | predicted | measured | measured / predicted |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for entry in load_predictions(args.predictions):
-            predictions.append(entry | {"measured_ms": (ms := kernel_ms(entry, dense, device, args.dtype))})
-            shown = "not launched | " if ms is None else f"{ms:.3g} ms | {ms / entry['predicted_ms']:.3g}"
+            if not entry["name"].endswith(ran) or "fwd_bwd" not in entry["name"]:
+                continue
+            measured = profiled_ms(entry, dense, device, args.dtype, args.dry_run)
+            predictions.append(entry | {"measured_ms": measured})
             where = " | ".join(str(entry[key]) for key in ("name", "n", "p", "q"))
-            lines.append(f"| {where} | {entry['predicted_ms']:.3g} ms | {shown} |")
+            for part, ms in measured.items():
+                predicted = entry["predicted_ms"] if part == "whole call" else entry["kernels"][part]
+                shown = "not launched | —" if ms is None else f"{ms:.3g} ms | {ms / predicted:.3g}"
+                lines.append(f"| {where} | {part} | {predicted:.3g} ms | {shown} |")
     out.mkdir(parents=True, exist_ok=True)
     (out / "floor.md").write_text(text := "\n".join(lines) + "\n", encoding="utf-8")
     summary = {"rows": rows, "largest_n": largest, "predictions": predictions}

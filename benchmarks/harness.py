@@ -40,10 +40,11 @@ OURS = {"torch": ("torch", "dense"), "torch_binned": ("torch", "binned")}
 OURS |= {"triton": ("triton", "dense"), "triton_binned": ("triton", "binned")}
 BINNED = {"torch_binned": "torch", "triton_binned": "triton"}  # each binned provider: its dense counterpart
 ALTERNATIVES = ("reference", "reference_compiled")  # what a user would run instead
-# torch.compile'd training steps (linear layer, our loss, backward): each provider's loss provider.
-COMPILED_STEPS = {"torch_compiled_step": "torch", "torch_binned_compiled_step": "torch_binned"}
-COMPILED = ("reference_compiled", *COMPILED_STEPS)
-PROVIDERS = (*OURS, *ALTERNATIVES, *COMPILED_STEPS)
+# Training steps (linear layer, our loss, backward), eager and torch.compile'd: (loss provider, compiled).
+STEPS = {"torch_step": ("torch", False), "torch_compiled_step": ("torch", True)}
+STEPS |= {"torch_binned_step": ("torch_binned", False), "torch_binned_compiled_step": ("torch_binned", True)}
+COMPILED = ("reference_compiled", *(step for step, (_, compiled) in STEPS.items() if compiled))
+PROVIDERS = (*OURS, *ALTERNATIVES, *STEPS)
 # docs/spec.md's floor: the dense loss is bound by the special-function unit, about 16 operations per clock per
 # SM; an H100 or H200 (132 SMs, ~1.8 GHz) does 16 * 132 * 1.8e9 ≈ 4e12 per second, one per sigmoid.
 SIGMOID_FLOOR_PER_S = 16 * 132 * 1.8e9
@@ -165,18 +166,23 @@ def loss_function(provider: str, rows: tuple[int, int] | None = None) -> Callabl
 
 
 def build_call(point: Point, inputs: tuple[torch.Tensor, torch.Tensor]) -> Callable[[], None]:
-    """One call of the point: the forward as in training ("fwd"), or forward and backward. A compiled step
-    (COMPILED_STEPS) is a torch.compile'd training step: a linear layer (p → p), our loss with backend="torch"
+    """One call of the point: the forward as in training ("fwd"), or forward and backward. A training step
+    (STEPS), eager or torch.compile'd, is a linear layer (p → p), our loss with backend="torch"
     (dense, or binned), and the backward to the layer's weight and bias."""
     student, teacher = inputs
     leaves, step, args, backward = [student], None, inputs, check_choice("mode", point.mode, MODES) == "fwd_bwd"
-    if point.provider in COMPILED_STEPS:
+    if point.provider in STEPS:
         weight = torch.randn(point.p, point.p, generator=torch.Generator().manual_seed(point.p)) / point.p**0.5
         weight = weight.to(student.device, student.dtype).requires_grad_()
         bias = torch.zeros(point.p, device=student.device, dtype=student.dtype, requires_grad=True)
         leaves, args = [weight, bias], (student.detach(), teacher)
-        loss = loss_function(COMPILED_STEPS[point.provider])
-        step = torch.compile(lambda x, t: loss(torch.nn.functional.linear(x, weight, bias), t))
+        provider, compiled = STEPS[point.provider]
+        loss = loss_function(provider)
+
+        def forward(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return loss(torch.nn.functional.linear(x, weight, bias), t)
+
+        step = torch.compile(forward) if compiled else forward
     step = step or loss_function(point.provider)
 
     def call() -> None:

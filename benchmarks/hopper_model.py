@@ -189,6 +189,7 @@ def analyse(variant: KernelVariant) -> dict[str, object]:
         "instructions_per_evaluation": len(loop) / evaluations,
     }  # fmt: skip
     record["special_per_evaluation"] = record["loop"]["mix"]["special"] / evaluations
+    record["function"] = variant.kernel.__name__  # the name a GPU profile shows
     if "sigmoid" in unit:  # clocks per warp evaluation over the floor's FLOOR_CLOCKS
         multiple = {k: v / evaluations / FLOOR_CLOCKS for k, v in record["loop"]["clocks"].items()}
         other = max((p for p in multiple if p not in ("sfu", "issue")), key=multiple.get)
@@ -238,9 +239,15 @@ def predict(records: dict[str, dict], name: str, dtype: str, form: str, backward
     evaluations = (3 if backward else 2) * n * (n - 1) * (n - 2)
     floor_ms = 1e3 * evaluations / (SMS * SFU_PER_CLOCK_PER_SM * CLOCK_HZ)
     total = {k: sum(launch[f"{k}_ms"] for launch in launches) for k in ("sfu", "issue", "bound")}
+    # Per Triton function (the name a GPU profile shows), so a measured run can check each kernel.
+    kernels: dict[str, float] = {}
+    for launch in launches:
+        function = records[launch["variant"]]["function"]
+        kernels[function] = kernels.get(function, 0.0) + launch["bound_ms"]
     return {"name": name, **WORKLOAD, "predicted_ms": total["bound"], "sfu_ms": total["sfu"],
             "issue_ms": total["issue"], "floor_ms": floor_ms, "floor_evaluations": evaluations,
-            "multiple": {k: v / floor_ms for k, v in total.items()}, "launches": launches}  # fmt: skip
+            "multiple": {k: v / floor_ms for k, v in total.items()}, "kernels": kernels,
+            "launches": launches}  # fmt: skip
 
 
 _F32 = np.float32

@@ -212,9 +212,10 @@ def test_uncommitted_code_is_marked_and_not_stored_without_allow_dirty(tmp_path)
 
 def test_gpu_check_dry_run_runs_every_step_on_cpu(tmp_path):
     model = tmp_path / "model.json"
+    kernels = {"aten::": 0.5, "no_such_kernel": 0.25}
     entries = [
-        dict(name="aten::", n=16, p=8, q=8, predicted_ms=1.0),
-        dict(name="no_such_kernel", n=16, p=8, q=8, predicted_ms=2),
+        dict(name="dense_fwd_bwd_fp32_accurate", n=4096, p=256, q=256, predicted_ms=1.0, kernels=kernels),
+        dict(name="dense_fwd_bwd_fp32_fast", n=4096, p=256, q=256, predicted_ms=2.0, kernels=kernels),  # not run
     ]
     model.write_text(json.dumps({"predictions": entries}))
     out = tmp_path / "check"
@@ -230,9 +231,9 @@ def test_gpu_check_dry_run_runs_every_step_on_cpu(tmp_path):
         "Largest n whose dense fwd+bwd ran within 60 s: 64." in floor and "| mode | n | torch | torch_binned |" in floor
     )
     assert "| fwd_bwd | 16 | " in floor and "× (torch_binned vs torch)" in floor
-    assert (
-        "| aten:: | 16 | 8 | 8 | 1 ms | " in floor and "| no_such_kernel | 16 | 8 | 8 | 2 ms | not launched |" in floor
-    )
+    where = "| dense_fwd_bwd_fp32_accurate | 4096 | 256 | 256 |"
+    assert f"{where} whole call | 1 ms | " in floor and f"{where} aten:: | 0.5 ms | " in floor
+    assert f"{where} no_such_kernel | 0.25 ms | not launched |" in floor and "fp32_fast" not in floor
     assert json.loads((out / "hopper_model.json").read_text())["predictions"] == entries
     assert "distributed=True matches" in (out / "nccl.log").read_text()
 
