@@ -354,7 +354,7 @@ def parser() -> argparse.ArgumentParser:
             add("--predictions", type=Path, help="a static model's predictions JSON (see load_predictions)")
             add("--dry-run", action="store_true", help="every step on CPU at tiny sizes (no CUDA)")
         if run is readme:
-            add("--file", type=Path, default=harness.REPO / "README.md", help="markdown file (default README.md)")
+            add("--file", type=Path, default=harness.REPO / "docs" / "benchmarks.md", help="default docs/benchmarks.md")
             add("--results", type=Path, default=RESULTS, help="stored results (default benchmarks/results)")
     hopper_model.register(commands)
     return main
@@ -366,7 +366,7 @@ SUBCOMMANDS = {
     stages: "one fwd+bwd call's time, stage by stage (the pipeline's profiler ranges)",
     accuracy: "binned vs dense accuracy per τ, float32 and float64 (markdown)",
     floor: "CUDA: the triton backend vs docs/spec.md's floor, the largest n within 60 s, binned at large n",
-    readme: "regenerate the block between the benchmark markers of a markdown file from stored results",
+    readme: "regenerate the generated block of docs/benchmarks.md (or --file) from stored results",
 }
 
 

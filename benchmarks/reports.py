@@ -1,4 +1,4 @@
-"""Reports of stored results: markdown tables, PNG plots, the binned scaling table, and the README block.
+"""Reports of stored results: markdown tables, PNG plots, the binned scaling table, and the docs block.
 
 Every table and figure holds the rows of one device (one results folder, ``benchmarks/results/<slug>/``)
 and names its run: device, date, torch and triton versions, commit ("-dirty (uncommitted changes)" when
@@ -29,7 +29,8 @@ DENSE_OURS = ("torch", "triton")
 
 def _scaled(value: float, units: tuple[tuple[str, float], ...]) -> str:
     unit, scale = next(((u, s) for u, s in units if value >= s), units[-1])
-    return f"{value / scale:.3g} {unit}".replace("e+03", "000")
+    text = f"{value / scale:.3g}"  # three significant digits; 1000 … 1023 (or 999.5 rounded up) in full
+    return f"{text if 'e' not in text else f'{value / scale:.0f}'} {unit}"
 
 
 def format_seconds(seconds: float) -> str:
