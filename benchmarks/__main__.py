@@ -13,7 +13,6 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -98,7 +97,7 @@ def _limits(args: argparse.Namespace, time_limit: float, budget: float, max_repe
 
 
 def sweep(args: argparse.Namespace) -> int:
-    """The provider sweep; writes results.csv, table.md and the plots."""
+    """Providers × n × modes × dims × dtypes: results.csv, table.md and plots per device."""
     sizes, dims, dtypes, time_limit, budget, max_repeats = DEFAULTS[(args.device, args.quick)]
     limits = _limits(args, args.time_limit or time_limit, budget, max_repeats, args.accuracy_rows)
     series = [
@@ -112,7 +111,7 @@ def sweep(args: argparse.Namespace) -> int:
 
 
 def scaling(args: argparse.Namespace) -> int:
-    """The binned scaling table: fwd+bwd of --provider over --sizes; writes scaling.csv, .md and .png."""
+    """The binned algorithm's time vs n (1024 … 32768) and its fitted exponent: scaling.csv, .md and .png."""
     limits = _limits(args, args.time_limit, 0.0, args.min_repeats, accuracy_rows=0)
     sizes = args.sizes or ((64, 128, 256) if args.quick else tuple(2**k for k in range(10, 16)))
     points = [Point(args.provider, "fwd_bwd", n, args.dim, args.dim, "float32", args.device) for n in sizes]
@@ -120,8 +119,9 @@ def scaling(args: argparse.Namespace) -> int:
 
 
 def stages(args: argparse.Namespace) -> int:
-    """Where one fwd+bwd call's time goes, stage by stage: the pipeline's ``pc_kernels.<stage>`` profiler
-    ranges (CPU time of each range, children included); writes stages-<provider>-n<n>.md."""
+    """One fwd+bwd call's time, stage by stage: stages-<provider>-n<n>.md.
+
+    Stages are the pipeline's ``pc_kernels.<stage>`` profiler ranges (CPU time of each, children included)."""
     point = Point(args.provider, "fwd_bwd", args.n, args.dim, args.dim, "float32", args.device)
     commit, threads = harness.source_commit(), args.threads or len(os.sched_getaffinity(0))
     environment = harness.run_environment(args.device, threads, "stages", commit)
@@ -148,15 +148,11 @@ def stages(args: argparse.Namespace) -> int:
     return 0
 
 
-def _loss_and_gradient(student: torch.Tensor, teacher: torch.Tensor, **options: Any) -> tuple[float, torch.Tensor]:
-    student = student.detach().requires_grad_()
-    loss = pc_kernels.perception_coherence_loss(student, teacher, backend="torch", **options)
-    return loss.item(), torch.autograd.grad(loss, student)[0].double().flatten()
-
-
 def accuracy(args: argparse.Namespace) -> int:
-    """Binned (torch backend; float32 and float64 inputs) vs dense (float64) per τ, on Gaussian and
-    clustered students with a noisy linear map of them as teacher; writes markdown."""
+    """Binned vs dense accuracy per τ, float32 and float64 inputs: binned_accuracy.md.
+
+    Binned: torch backend; dense: torch backend on float64 inputs; Gaussian and clustered students with a
+    noisy linear map of them as teacher."""
     commit, out = harness.source_commit(), args.out or RESULTS / "binned_accuracy.md"
     harness.require_clean(commit, out, args.allow_dirty)
     when = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}"
@@ -178,17 +174,15 @@ def accuracy(args: argparse.Namespace) -> int:
         teacher += 0.5 * torch.randn(args.n, args.dim, generator=g, dtype=torch.float64)
         for tau in args.taus:
             dense_ranks = pc_kernels.soft_ranks(student, tau=tau, backend="torch")
-            dense_loss, dense = _loss_and_gradient(student, teacher, tau=tau)
+            dense_loss, dense = harness.loss_and_gradient(student, teacher, backend="torch", tau=tau)
             for dtype in (torch.float32, torch.float64):
                 s, t = student.to(dtype), teacher.to(dtype)
-                rank_error = (
-                    pc_kernels.soft_ranks(s, tau=tau, backend="torch", algorithm="binned") - dense_ranks
-                ).abs()
-                loss, gradient = _loss_and_gradient(s, t, tau=tau, algorithm="binned")
+                binned_ranks = pc_kernels.soft_ranks(s, tau=tau, backend="torch", algorithm="binned")
+                rank_error = (binned_ranks - dense_ranks).abs()
+                loss, gradient = harness.loss_and_gradient(s, t, backend="torch", tau=tau, algorithm="binned")
                 cosine = torch.nn.functional.cosine_similarity(gradient, dense, dim=0).item()
-                errors = (
-                    f"{rank_error.max().item():.2e} | {abs(loss - dense_loss) / abs(dense_loss):.2e} | {cosine:.8f}"
-                )
+                loss_error = abs(loss - dense_loss) / abs(dense_loss)
+                errors = f"{rank_error.max().item():.2e} | {loss_error:.2e} | {cosine:.8f}"
                 relative = ((gradient - dense).norm() / dense.norm()).item()
                 lines.append(f"| {kind} | {tau:g} | {str(dtype)[6:]} | {errors} | {relative:.2e} |")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -202,10 +196,8 @@ def load_predictions(path: Path) -> list[dict]:
     "p": int, "q": int, "predicted_ms": float}, ...]}; a SystemExit naming what is missing or wrong."""
     entries = json.loads(path.read_text(encoding="utf-8")).get("predictions")
     shape = {"name": str, "n": int, "p": int, "q": int, "predicted_ms": (int, float)}
-    for index, entry in enumerate(entries if isinstance(entries, list) else [None]):
-        if bad := [
-            key for key, kind in shape.items() if not isinstance(entry, dict) or not isinstance(entry.get(key), kind)
-        ]:
+    for index, entry in enumerate(entries if isinstance(entries, list) else [{}]):
+        if bad := [key for key, kind in shape.items() if not isinstance(dict(entry).get(key), kind)]:
             raise SystemExit(f"--predictions {path}: predictions[{index}] needs {', '.join(bad)}; expected {shape}")
     return entries
 
@@ -228,20 +220,18 @@ def profiled_ms(entry: dict, provider: str, device: str, dtype: str, dry_run: bo
 
 
 def floor(args: argparse.Namespace) -> int:
-    """The GPU floor check (CUDA; --dry-run: the torch backend on CPU at tiny sizes): dense fwd+bwd at --n
-    against docs/spec.md's floor, then one call per doubled n while it fits --time-limit (the largest n that
-    runs), the binned algorithm at --binned-sizes, peak memory; --predictions: a static model's kernel times."""
+    """CUDA: the triton backend vs docs/spec.md's floor, the largest n within 60 s, binned at large n.
+
+    Dense fwd+bwd at --n against the floor, then one call per doubled n while it fits --time-limit, the
+    binned algorithm at --binned-sizes, peak memory; --predictions: a static model's kernel times.
+    --dry-run: every step with the torch backend on CPU at tiny sizes."""
     if not args.dry_run and not torch.cuda.is_available():
         raise SystemExit("floor needs a CUDA GPU and none is available here; --dry-run runs its steps on CPU")
     device, dense, binned = ("cpu", "torch", "torch_binned") if args.dry_run else ("cuda", "triton", "triton_binned")
-    n, dim, binned_sizes, max_n = (
-        (16, 8, (32, 64), 64) if args.dry_run else (args.n, args.dim, args.binned_sizes, args.max_n)
-    )
-    default = (
-        Path(tempfile.gettempdir(), "pc_kernels_floor")
-        if args.dry_run
-        else RESULTS / f"gpu-{datetime.date.today():%Y%m%d}"
-    )
+    sizes = (16, 8, (32, 64), 64) if args.dry_run else (args.n, args.dim, args.binned_sizes, args.max_n)
+    n, dim, binned_sizes, max_n = sizes
+    dated = RESULTS / f"gpu-{datetime.date.today():%Y%m%d}"
+    default = Path(tempfile.gettempdir(), "pc_kernels_floor") if args.dry_run else dated
     commit, out = harness.source_commit(), args.out or default
     harness.require_clean(commit, out, args.allow_dirty)
     environment = harness.run_environment(device, torch.get_num_threads(), "floor", commit)
@@ -259,18 +249,14 @@ def floor(args: argparse.Namespace) -> int:
     largest = max((r["n"] for r in rows if r["status"] == "ok"), default=None)
     rows += run(binned, list(binned_sizes), limits)
     within = f"Largest n whose dense fwd+bwd ran within {args.time_limit:g} s: {largest}"
-    lines = [
-        f"GPU floor check, {args.dtype} inputs; dense n > {n}: one call each. {within}.",
-        "",
-        reports.markdown_tables(rows),
-    ]
+    lines = [f"GPU floor check, {args.dtype} inputs; dense n > {n}: one call each. {within}.", ""]
+    lines += [reports.markdown_tables(rows)]
     predictions = []
     if args.predictions is not None:
         # The workloads the call ran: its dtype's kernels (bf16 and fp32 inputs both run float32 ones) and
         # its sigmoid (fast with PC_KERNELS_FAST_SIGMOID=1).
-        ran = ("fp64" if args.dtype == "float64" else "fp32") + (
-            "_fast" if os.environ.get("PC_KERNELS_FAST_SIGMOID") == "1" else "_accurate"
-        )
+        sigmoid = "_fast" if os.environ.get("PC_KERNELS_FAST_SIGMOID") == "1" else "_accurate"
+        ran = ("fp64" if args.dtype == "float64" else "fp32") + sigmoid
         lines += [f"Static model ({args.predictions.name}) vs profiled fwd+bwd of {dense} ({ran}):", ""]
         lines += [
             "| workload | n | p | q | part | predicted | measured | measured / predicted |",
@@ -295,7 +281,7 @@ def floor(args: argparse.Namespace) -> int:
 
 
 def readme(args: argparse.Namespace) -> int:
-    """Rewrite the generated block of --file from the stored results under --results."""
+    """Regenerate the generated block of docs/benchmarks.md (or --file) from stored results."""
     block = reports.benchmark_block(args.results, args.file.resolve().parent)
     args.file.write_text(reports.replace_block(args.file.read_text(encoding="utf-8"), block), encoding="utf-8")
     print(f"Rewrote the benchmark block of {args.file}")
@@ -307,8 +293,8 @@ def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     commands = main.add_subparsers(dest="command", required=True)
     cuda = "cuda" if torch.cuda.is_available() else "cpu"
-    for run, summary in SUBCOMMANDS.items():
-        command = commands.add_parser(run.__name__, help=summary, description=run.__doc__)
+    for run in SUBCOMMANDS:
+        command = commands.add_parser(run.__name__, help=run.__doc__.splitlines()[0], description=run.__doc__)
         command.set_defaults(run=run)
         add = command.add_argument
         if run in (sweep, scaling, stages):
@@ -322,11 +308,7 @@ def parser() -> argparse.ArgumentParser:
             add("--out", type=Path, help="results folder or file (default under benchmarks/results)")
             add("--allow-dirty", action="store_true", help="store results of uncommitted code, marked -dirty")
         if run is stages:
-            add(
-                "--provider",
-                choices=tuple(p for p in PROVIDERS if p.startswith(("torch", "triton"))),
-                default="torch_binned",
-            )
+            add("--provider", choices=tuple(harness.OURS), default="torch_binned", help="default torch_binned")
             add("--n", type=int, default=4096, help="batch size (default 4096)")
         if run in (scaling, stages, accuracy, floor):
             add("--dim", type=int, default={floor: 256}.get(run, 64), help="p = q (default %(default)s)")
@@ -360,14 +342,7 @@ def parser() -> argparse.ArgumentParser:
     return main
 
 
-SUBCOMMANDS = {
-    sweep: "providers × n × modes × dims × dtypes: results.csv, table.md and plots per device",
-    scaling: "the binned algorithm's time vs n (1024 … 32768) and its fitted exponent",
-    stages: "one fwd+bwd call's time, stage by stage (the pipeline's profiler ranges)",
-    accuracy: "binned vs dense accuracy per τ, float32 and float64 (markdown)",
-    floor: "CUDA: the triton backend vs docs/spec.md's floor, the largest n within 60 s, binned at large n",
-    readme: "regenerate the generated block of docs/benchmarks.md (or --file) from stored results",
-}
+SUBCOMMANDS = (sweep, scaling, stages, accuracy, floor, readme)
 
 
 def main(argv: list[str] | None = None) -> int:

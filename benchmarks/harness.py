@@ -154,13 +154,13 @@ def make_inputs(point: Point) -> tuple[torch.Tensor, torch.Tensor]:
     return student.to(device, dtype).requires_grad_(), teacher.to(device, dtype)
 
 
-def loss_function(provider: str, rows: tuple[int, int] | None = None) -> Callable[..., torch.Tensor]:
+def loss_function(provider: str) -> Callable[..., torch.Tensor]:
     """(student, teacher) → mean loss of ``provider`` (not a compiled step) with default options;
-    ``rows`` (our providers) limits it to those reference rows; "reference_compiled" is a fresh compile."""
+    "reference_compiled" is a fresh compile."""
     backend, algorithm = OURS.get(check_choice("provider", provider, (*OURS, *ALTERNATIVES)), ("reference", "dense"))
 
     def loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        return pc_kernels.perception_coherence_loss(student, teacher, backend=backend, algorithm=algorithm, rows=rows)
+        return pc_kernels.perception_coherence_loss(student, teacher, backend=backend, algorithm=algorithm)
 
     return torch.compile(loss, dynamic=False) if provider == "reference_compiled" else loss
 
@@ -255,18 +255,21 @@ def timed(call: Callable[[], None], device: str, limits: Limits, after_memory: C
     return Measurement("ok", "", median, p20, p80, max(repeats, 1), first, peak)
 
 
+def loss_and_gradient(student: torch.Tensor, teacher: torch.Tensor, **options: Any) -> tuple[float, torch.Tensor]:
+    """The mean loss of ``pc_kernels.perception_coherence_loss(student, teacher, **options)`` and its gradient
+    with respect to the student, flattened, in float64."""
+    student = student.detach().requires_grad_()
+    loss = pc_kernels.perception_coherence_loss(student, teacher, **options)
+    return loss.item(), torch.autograd.grad(loss, student)[0].double().flatten()
+
+
 def accuracy(point: Point, inputs: tuple[torch.Tensor, torch.Tensor], rows: int) -> tuple[float, float]:
     """(relative loss error, gradient cosine) of our provider against the dense torch backend on float64
     inputs, both computing only reference rows 0 .. min(n, rows) − 1 (each against the whole batch)."""
     span = (0, min(point.n, rows))
-
-    def loss_and_gradient(provider: str, student: torch.Tensor, teacher: torch.Tensor) -> tuple[float, torch.Tensor]:
-        student = student.detach().requires_grad_()
-        loss = loss_function(provider, span)(student, teacher)
-        return loss.item(), torch.autograd.grad(loss, student)[0].double().flatten()
-
-    exact, exact_gradient = loss_and_gradient("torch", inputs[0].double(), inputs[1].double())
-    loss, gradient = loss_and_gradient(point.provider, *inputs)
+    exact, exact_gradient = loss_and_gradient(*(x.double() for x in inputs), backend="torch", rows=span)
+    backend, algorithm = OURS[point.provider]
+    loss, gradient = loss_and_gradient(*inputs, backend=backend, algorithm=algorithm, rows=span)
     error = abs(loss - exact) / abs(exact) if exact != 0 else abs(loss)
     return error, torch.nn.functional.cosine_similarity(gradient, exact_gradient, dim=0).item()
 

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
+from . import reports
+
 if TYPE_CHECKING:
     from pc_kernels.kernels.variants import KernelVariant
 
@@ -383,13 +385,6 @@ def render(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_docs(path: Path, table: str) -> None:
-    """Replace the text between the hopper-model markers of ``path`` with ``table``."""
-    text = path.read_text()
-    start, end = text.index(MARKERS[0]) + len(MARKERS[0]), text.index(MARKERS[1])
-    path.write_text(text[:start] + "\n" + table + text[end:])
-
-
 def model(command: str, stride: int) -> dict[str, object]:
     """Every variant modelled, every workload predicted, the sigmoid's error: the JSON the command stores."""
     import triton
@@ -423,7 +418,7 @@ def run(args: argparse.Namespace) -> int:
     (args.out / "hopper_model.json").write_text(json.dumps(result, indent=1) + "\n")
     (args.out / "hopper_model.md").write_text("# Hopper (sm_90) model of the Triton kernels\n\n" + table)
     if args.docs:
-        write_docs(args.docs, table)
+        args.docs.write_text(reports.replace_block(args.docs.read_text(), table, MARKERS))
     print(table)
     return 0
 
