@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from . import harness
+from benchmarks import harness
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
