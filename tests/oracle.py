@@ -1,4 +1,4 @@
-"""An independent brute-force implementation of SPEC.md: plain Python loops over floats.
+"""An independent brute-force implementation of docs/spec.md: plain Python loops over floats.
 
 It shares no code with the package (no torch, no vectorization) so that agreement between
 the two is evidence that both follow the specification, not that they share a bug.

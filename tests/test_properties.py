@@ -1,4 +1,4 @@
-"""SPEC.md properties 4-6 for every computation path usable here (helpers.usable_paths()).
+"""docs/spec.md properties 4-6 for every computation path usable here (helpers.usable_paths()).
 
 The binned paths meet the same tolerances: each property compares the path with itself on
 transformed inputs, and its per-row results depend continuously (and, for permutations of the

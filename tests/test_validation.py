@@ -1,4 +1,4 @@
-"""Bad input is rejected with a ValueError or TypeError that names the argument (SPEC.md property 7)."""
+"""Bad input is rejected with a ValueError or TypeError that names the argument (docs/spec.md property 7)."""
 
 import pytest
 import torch
