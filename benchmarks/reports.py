@@ -215,13 +215,8 @@ def scaling_markdown(rows: list[Row]) -> str:
     lines = [f"Measured on {run_label(rows)}.", ""]
     lines += ["| n | time (median) | peak memory | time / n² |", "|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: r["n"]):
-        cells = [str(r["note"]), "", ""]
-        if r["status"] == "ok":
-            cells = [
-                format_seconds(r["median_s"]),
-                format_bytes(r["peak_bytes"]),
-                format_seconds(r["median_s"] / r["n"] ** 2),
-            ]
+        measured = r["status"] == "ok" and [format_seconds(r["median_s"]), format_bytes(r["peak_bytes"])]
+        cells = [*measured, format_seconds(r["median_s"] / r["n"] ** 2)] if measured else [str(r["note"]), "", ""]
         lines.append("| " + " | ".join([str(r["n"]), *cells]) + " |")
     ok = [r for r in rows if r["status"] == "ok"]
     point = f"{ok[0]['provider']} {ok[0]['mode']}, p={ok[0]['p']}, q={ok[0]['q']}, {ok[0]['dtype']}" if ok else ""
@@ -278,9 +273,10 @@ def benchmark_block(results: Path, readme_folder: Path) -> str:
                     f"![{caption}, {run_label(rows)}]({Path(os.path.relpath(path, readme_folder)).as_posix()})"
                 )
             lines.append("")
-    for path in sorted(results.glob("*/stages-*.md")):
-        lines += [f"### Where the time goes ({path.parent.name}, `python -m benchmarks stages`)", ""]
-        lines += [path.read_text(encoding="utf-8"), ""]
+    profiles = {path: path.stem.removeprefix("stages-").rsplit("-n", 1) for path in results.glob("*/stages-*-n*.md")}
+    for path, (provider, n) in sorted(profiles.items(), key=lambda kv: (kv[0].parent.name, kv[1][0], int(kv[1][1]))):
+        heading = f"### Where the time goes: {provider}, n = {n} ({path.parent.name}, `python -m benchmarks stages`)"
+        lines += [heading, "", path.read_text(encoding="utf-8"), ""]
     if (accuracy := results / "binned_accuracy.md").exists():
         lines += ["### Binned accuracy (`python -m benchmarks accuracy`)", "", accuracy.read_text(encoding="utf-8"), ""]
     if not any(rows[0]["device"] == "cuda" for rows in stored_results(results).values()):
@@ -290,9 +286,9 @@ def benchmark_block(results: Path, readme_folder: Path) -> str:
     return "\n".join(lines)
 
 
-def replace_block(text: str, block: str) -> str:
-    """``text`` with everything between the benchmark markers replaced by ``block``."""
-    start, end = text.find(START_MARKER), text.find(END_MARKER)
+def replace_block(text: str, block: str, markers: tuple[str, str] = (START_MARKER, END_MARKER)) -> str:
+    """``text`` with everything between ``markers`` (default: the benchmark markers) replaced by ``block``."""
+    start, end = text.find(markers[0]), text.find(markers[1])
     if start < 0 or end < start:
-        raise ValueError(f"the file must contain {START_MARKER} followed by {END_MARKER}")
-    return text[: start + len(START_MARKER)] + "\n" + block.strip() + "\n" + text[end:]
+        raise ValueError(f"the file must contain {markers[0]} followed by {markers[1]}")
+    return text[: start + len(markers[0])] + "\n" + block.strip() + "\n" + text[end:]
