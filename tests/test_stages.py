@@ -385,3 +385,29 @@ def test_hard_ranks_equal_scipy_average_ranks_with_ties() -> None:
     assert not got.requires_grad
     np.testing.assert_allclose(got.numpy(), expected, rtol=0, atol=1e-15)
     assert torch.equal(got[1], torch.full((11,), 0.5, dtype=torch.float64))
+
+
+# ------------------------------------------------------------------------------------------ threads
+
+
+@pytest.mark.skipif(len(LOOPS) < 2, reason="numba is not installed")
+def test_numba_loops_run_on_torchs_thread_count_and_restore_numbas(monkeypatch) -> None:
+    """torch.set_num_threads governs the compiled loops too; numba's own setting is left as it was."""
+    import numba
+
+    import pc_kernels
+
+    settings: list[int] = []
+    set_num_threads = numba.set_num_threads
+    monkeypatch.setattr(numba, "set_num_threads", lambda k: (settings.append(k), set_num_threads(k))[1])
+    s, t = random_features(40, 5, seed=0).requires_grad_(), random_features(40, 6, seed=1)
+    numba_threads, torch_threads = numba.get_num_threads(), torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        pc_kernels.perception_coherence_loss(s, t, backend="torch", algorithm="binned").backward()
+    finally:
+        torch.set_num_threads(torch_threads)
+    assert settings, "no compiled loop ran"
+    assert settings[0::2] == [1] * (len(settings) // 2)
+    assert settings[1::2] == [numba_threads] * (len(settings) // 2)
+    assert numba.get_num_threads() == numba_threads
