@@ -285,7 +285,7 @@ def pairwise_dissimilarity(features: torch.Tensor, kind: str = "euclidean", *, b
         RuntimeError: backend="triton" where Triton cannot run, or double backward through a path
             whose backward is hand-written.
     """
-    options = LossOptions(dissimilarity=check_dissimilarity(kind), backend=backend).validated()
+    options = LossOptions(dissimilarity=check_dissimilarity(kind, "kind"), backend=backend).validated()
     x = check_features("features", features)
     plan = resolve_plan(options, x.device, x.shape[0], x.shape[1], x.dtype, soft_sides=0)
     with torch.autocast(device_type=x.device.type, enabled=False):

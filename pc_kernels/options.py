@@ -112,7 +112,7 @@ class LossOptions:
 
         Raises:
             TypeError: an option of the wrong type (``tau`` not a real number, ``rows`` not a pair
-                of ints, ``distributed`` not a bool).
+                of ints, ``chunk_rows`` or ``bins`` not an int, ``distributed`` not a bool).
             ValueError: an option value outside what it accepts (the message names the option, the
                 value received and what is accepted), or a combination that cannot run: ``bins``
                 without algorithm="binned", algorithm="binned" with backend="reference",
@@ -124,8 +124,7 @@ class LossOptions:
         tau = check_tau(self.tau)
         rows = _check_rows(self.rows)
         chunk = self.chunk_rows
-        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, numbers.Integral) or chunk < 1):
-            raise ValueError(f"chunk_rows must be None or an int >= 1; got {chunk!r}")
+        _check_optional_int("chunk_rows", chunk, 1, None)
         if not isinstance(self.distributed, bool):
             raise TypeError(f"distributed must be a bool; got {self.distributed!r}")
         if self.distributed and rows is not None:
@@ -134,8 +133,7 @@ class LossOptions:
             )
         bins = self.bins
         if bins is not None:
-            if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or not 2 <= bins <= MAX_BINS:
-                raise ValueError(f"bins must be None or an int from 2 to {MAX_BINS}; got {bins!r}")
+            _check_optional_int("bins", bins, 2, MAX_BINS)
             if self.algorithm != "binned":
                 raise ValueError(f"bins applies only to algorithm='binned'; got bins={bins!r} with algorithm='dense'")
         if self.algorithm == "binned" and self.backend == "reference":
@@ -209,13 +207,24 @@ def check_tau(tau: object) -> float:
     return value
 
 
-def check_dissimilarity(kind: object) -> str:
-    """``kind`` if it is one of DISSIMILARITIES.
+def _check_optional_int(name: str, value: object, low: int, high: int | None) -> None:
+    """None or an int in [low, high]: TypeError for another type (bool included), ValueError out of range."""
+    accepted = f"None or an int {'>= ' + str(low) if high is None else f'from {low} to {high}'}"
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be {accepted}; got {value!r} of type {type(value).__name__}")
+    if int(value) < low or (high is not None and int(value) > high):
+        raise ValueError(f"{name} must be {accepted}; got {value!r}")
+
+
+def check_dissimilarity(kind: object, name: str = "dissimilarity") -> str:
+    """``kind`` if it is one of DISSIMILARITIES; ``name`` is the argument the caller passed it as.
 
     Raises:
         ValueError: any other value.
     """
-    _check_choice("dissimilarity", kind, DISSIMILARITIES)
+    _check_choice(name, kind, DISSIMILARITIES)
     return str(kind)
 
 

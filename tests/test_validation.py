@@ -54,6 +54,8 @@ def test_bad_features_are_rejected(student, teacher, error, words):
         (dict(rows=5), TypeError, ["rows", "pair of ints"]),
         (dict(rows=(0.0, 2.0)), TypeError, ["rows", "pair of ints"]),
         (dict(chunk_rows=0), ValueError, ["chunk_rows", ">= 1"]),
+        (dict(chunk_rows=2.5), TypeError, ["chunk_rows", "an int", "float"]),
+        (dict(chunk_rows=True), TypeError, ["chunk_rows", "an int", "bool"]),
     ],
 )
 def test_bad_options_are_rejected_by_function_and_module(options, error, words):
@@ -71,7 +73,7 @@ def test_rows_beyond_the_batch_are_rejected():
 
 
 def test_helper_functions_validate_their_arguments():
-    with pytest.raises(ValueError, match="dissimilarity must be one of"):
+    with pytest.raises(ValueError, match="kind must be one of .*'euclidean'.*got 'hamming'"):
         pc_kernels.pairwise_dissimilarity(X, "hamming")
     with pytest.raises(TypeError, match="features must have a floating dtype"):
         pc_kernels.soft_ranks(X.long())
