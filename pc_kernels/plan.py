@@ -24,8 +24,11 @@ and the reference's memory limit. This module is the only code that reads enviro
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata
 import importlib.util
 import os
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,6 +41,25 @@ from .stages.dense_ranks import strip_width
 # Installed, looked up without importing them (importing triton is slow and must follow TRITON_INTERPRET).
 _TRITON_INSTALLED = importlib.util.find_spec("triton") is not None
 _NUMBA_INSTALLED = importlib.util.find_spec("numba") is not None
+# The oldest Triton the kernels are written and tested for (tl.dot's out_dtype, knobs, inline PTX packing).
+TRITON_MINIMUM = (3, 6)
+
+
+def _triton_version() -> str | None:
+    """The installed triton's version ("triton", or the "pytorch-triton" of nightly torch builds); None when
+    its metadata is missing."""
+    for distribution in ("triton", "pytorch-triton"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            return importlib.metadata.version(distribution)
+    return None
+
+
+def _too_old(version: str | None) -> bool:
+    numbers = re.match(r"(\d+)\.(\d+)", version or "")
+    return numbers is not None and (int(numbers[1]), int(numbers[2])) < TRITON_MINIMUM
+
+
+_TRITON_VERSION = _triton_version() if _TRITON_INSTALLED else None
 
 WORKSPACE_BYTES = {"cpu": 8 * 2**20, "cuda": 512 * 2**20}
 # Temporaries of one pipeline block: small on CPU, where blocks that stay in cache are fastest.
@@ -68,22 +90,34 @@ def _bytes_setting(environ: Mapping[str, str], name: str, default: int) -> int:
 
 
 def triton_usable(device: torch.device, environ: Mapping[str, str] = os.environ) -> bool:
-    """Whether Triton kernels can run on tensors of ``device``: CUDA with triton installed, or CPU under
-    the Triton interpreter (TRITON_INTERPRET=1, set before triton is first imported)."""
-    if not _TRITON_INSTALLED:
+    """Whether Triton kernels can run on tensors of ``device``: CUDA with triton >= 3.6 installed, or CPU
+    under the Triton interpreter (TRITON_INTERPRET=1, set before triton is first imported). Whether a GPU
+    is present is not checked here: a CUDA tensor's existence says so."""
+    if not _TRITON_INSTALLED or _too_old(_TRITON_VERSION):
         return False
     return device.type == "cuda" or (device.type == "cpu" and environ.get("TRITON_INTERPRET") == "1")
 
 
+def _minimum() -> str:
+    return ".".join(map(str, TRITON_MINIMUM))
+
+
+def _triton_missing() -> str:
+    if not _TRITON_INSTALLED:
+        return "triton is not installed"
+    return f"the installed triton {_TRITON_VERSION} is older than {_minimum()}"
+
+
 def available_backends(device: torch.device | str = "cpu") -> list[str]:
-    """The backend names that can run on tensors of ``device`` here (besides "auto").
+    """The backend names this installation can run on tensors of ``device`` (besides "auto"). Whether
+    such tensors can exist here (a GPU for "cuda") is not checked.
 
     Args:
         device: a ``torch.device`` or device string such as "cpu" or "cuda:0". Default "cpu".
 
     Returns:
-        A sublist of ["reference", "torch", "triton"]: "triton" needs CUDA tensors and an installed triton
-        (or, for CPU tensors, the Triton interpreter: TRITON_INTERPRET=1 set before triton is imported).
+        A sublist of ["reference", "torch", "triton"]: "triton" needs CUDA tensors and triton >= 3.6
+        installed (or, for CPU tensors, the Triton interpreter: TRITON_INTERPRET=1 set before triton is imported).
 
     Raises:
         RuntimeError: ``device`` is not a valid device string.
@@ -123,15 +157,16 @@ def _backend_for(backend: str, device: torch.device, environ: Mapping[str, str])
             return "triton" if device.type == "cuda" else "torch"
         if device.type == "cuda":
             warnings.warn(
-                "pc_kernels: triton is not installed, so backend='auto' uses the slower torch backend on CUDA; "
-                "`pip install triton` (CUDA builds of torch usually bring it) for the fused kernels",
+                f"pc_kernels: {_triton_missing()}, so backend='auto' uses the slower torch backend on CUDA; "
+                f"`pip install 'triton>={_minimum()}'` (CUDA builds of torch usually bring it) for the fused kernels",
                 stacklevel=4,
             )
         return "torch"
     if backend == "triton" and not usable:
         if device.type == "cuda":
             raise RuntimeError(
-                "backend='triton' needs the triton package: `pip install triton`, or use backend='torch'"
+                f"backend='triton' needs triton >= {_minimum()} ({_triton_missing()}): "
+                f"`pip install 'triton>={_minimum()}'`, or use backend='torch'"
             )
         raise RuntimeError(
             f"backend='triton' runs on CUDA tensors; got tensors on {device} (for CPU tensors the Triton "

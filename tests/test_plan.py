@@ -56,13 +56,28 @@ def test_auto_is_torch_on_cpu_and_triton_on_cuda():
     assert pc_kernels.resolve_backend("auto", "cpu") == "torch"
 
 
-def test_cuda_without_triton_falls_back_with_a_warning_or_names_the_package(monkeypatch):
-    monkeypatch.setattr(plan_module, "_TRITON_INSTALLED", False)
-    with pytest.warns(UserWarning, match="pip install triton"):
+@pytest.mark.parametrize(
+    ("installed", "version", "reason"),
+    [(False, None, "triton is not installed"), (True, "3.5.1", "the installed triton 3.5.1 is older than 3.6")],
+)
+def test_cuda_without_a_usable_triton_falls_back_with_a_warning_or_names_the_package(
+    monkeypatch, installed, version, reason
+):
+    monkeypatch.setattr(plan_module, "_TRITON_INSTALLED", installed)
+    monkeypatch.setattr(plan_module, "_TRITON_VERSION", version)
+    install = re.escape("pip install 'triton>=3.6'")
+    with pytest.warns(UserWarning, match=f"{reason}.*{install}"):
         assert pc_kernels.resolve_backend("auto", "cuda") == "torch"
-    with pytest.raises(RuntimeError, match="pip install triton"):
+    with pytest.raises(RuntimeError, match=f"{reason}.*{install}"):
         pc_kernels.resolve_backend("triton", "cuda")
     assert pc_kernels.available_backends("cuda") == ["reference", "torch"]
+
+
+@pytest.mark.parametrize("version", ["3.6.0", "3.9.0+git1234", "4.0.0", None])
+def test_triton_3_6_and_later_or_of_unknown_version_counts_as_usable(monkeypatch, version):
+    monkeypatch.setattr(plan_module, "_TRITON_INSTALLED", True)
+    monkeypatch.setattr(plan_module, "_TRITON_VERSION", version)
+    assert pc_kernels.available_backends("cuda") == ["reference", "torch", "triton"]
 
 
 def test_triton_on_cpu_needs_the_interpreter():
