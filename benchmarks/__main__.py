@@ -140,6 +140,7 @@ def stages(args: argparse.Namespace) -> int:
     spans["outside the stages (Python, blocks, autograd)"] = total - sum(spans.values())
     rows = [f"| {name} | {format_seconds(t)} | {100 * t / total:.0f} % |" for name, t in spans.items()]
     head = f"Stages of one fwd+bwd call of {args.provider}, n = {args.n}, p = q = {args.dim}, float32"
+    head += f", OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}"
     lines = [f"{head}: {format_seconds(total)} in all, profiled — {reports.run_label([environment])}.", ""]
     lines += ["| stage | time | share of the call |", "|---|---|---|", *rows]
     folder.mkdir(parents=True, exist_ok=True)
@@ -294,14 +295,20 @@ def parser() -> argparse.ArgumentParser:
     commands = main.add_subparsers(dest="command", required=True)
     cuda = "cuda" if torch.cuda.is_available() else "cpu"
     for run in SUBCOMMANDS:
-        command = commands.add_parser(run.__name__, help=run.__doc__.splitlines()[0], description=run.__doc__)
+        command = commands.add_parser(run.__name__, help=run.__doc__.splitlines()[0], description=run.__doc__, **RAW)
         command.set_defaults(run=run)
         add = command.add_argument
         if run in (sweep, scaling, stages):
             add("--device", choices=("cpu", "cuda"), default=cuda, help=f"default {cuda}")
-            add("--threads", type=int, help="torch threads of CPU workers (default: all cores; --quick: 1)")
+            quick = "" if run is stages else "; --quick: 1"
+            add("--threads", type=int, help=f"torch threads of CPU workers (default: all cores{quick})")
         if run in (sweep, scaling):
-            add("--memory-limit-gb", type=float, help="most one call may use above its inputs")
+            add(
+                "--memory-limit-gb",
+                type=float,
+                help="most one call may use above its inputs (default: 40 %% of "
+                "available memory on CPU, 90 %% of free GPU memory on CUDA)",
+            )
             add("--quick", action="store_true", help="smoke run: tiny sizes, a temporary results folder")
             add("--min-repeats", type=int, default=3, help="timed calls per point, at least (default 3)")
         if run is not readme:
@@ -314,11 +321,11 @@ def parser() -> argparse.ArgumentParser:
             add("--dim", type=int, default={floor: 256}.get(run, 64), help="p = q (default %(default)s)")
         if run is sweep:
             add("--sizes", type=_ints, help="batch sizes n (default per device and --quick)")
-            add("--dims", type=_dims, help="feature sizes: P (p = q) or PxQ, comma-separated")
-            add("--dtypes", type=_names(tuple(harness.DTYPES)), help="input dtypes")
+            add("--dims", type=_dims, help="feature sizes: P (p = q) or PxQ, comma-separated (default per device)")
+            add("--dtypes", type=_names(tuple(harness.DTYPES)), help="input dtypes (default per device)")
             add("--providers", type=_names(PROVIDERS), default=PROVIDERS, help=f"default {','.join(PROVIDERS)}")
             add("--modes", type=_names(MODES), default=MODES, help="default fwd,fwd_bwd")
-            add("--time-limit", type=float, help="longest one call may take, seconds")
+            add("--time-limit", type=float, help="longest one call may take, seconds (default per device, --quick)")
             add("--accuracy-rows", type=int, default=harness.ACCURACY_ROWS, help="0: accuracy not measured")
         if run is scaling:
             add("--sizes", type=_ints, help="default 1024,2048,…,32768 (--quick: 64,128,256)")
@@ -326,7 +333,8 @@ def parser() -> argparse.ArgumentParser:
             add("--time-limit", type=float, default=900.0, help="longest one call may take (default 900 s)")
         if run is accuracy:
             add("--n", type=int, default=1024, help="batch size (default 1024)")
-            add("--taus", type=lambda text: tuple(map(float, text.split(","))), default=(0.01, 0.03, 0.1, 0.3, 1.0))
+            taus = (0.01, 0.03, 0.1, 0.3, 1.0)
+            add("--taus", type=lambda text: tuple(map(float, text.split(","))), default=taus, help="default 0.01,…,1")
         if run is floor:
             add("--n", type=int, default=4096, help="the dense point, start of the doubling search (default 4096)")
             add("--dtype", choices=tuple(harness.DTYPES), default="bfloat16", help="input dtype (default bfloat16)")
@@ -343,6 +351,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 SUBCOMMANDS = (sweep, scaling, stages, accuracy, floor, readme)
+RAW = {"formatter_class": argparse.RawDescriptionHelpFormatter}  # docstrings keep their line breaks
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -425,8 +425,9 @@ def run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``hopper`` subcommand to the benchmark CLI (``python -m benchmarks hopper``)."""
-    parser = subparsers.add_parser("hopper", help=__doc__.splitlines()[0], description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for hopper_model.*")
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = subparsers.add_parser("hopper", help=__doc__.splitlines()[0], description=__doc__, formatter_class=raw)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="default benchmarks/results")
     parser.add_argument("--docs", type=Path, help="markdown file whose hopper-model markers receive the tables")
     parser.add_argument("--stride", type=int, default=509, help="sigmoid error sweep: every STRIDE-th float32")
     parser.set_defaults(run=run)
