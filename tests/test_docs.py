@@ -65,3 +65,11 @@ def test_no_document_cites_a_spec_outside_the_repository():
 
 def test_the_readme_stays_short():
     assert len((ROOT / "README.md").read_bytes()) < 15 * 1024
+
+
+def test_every_environment_variable_the_plan_reads_is_documented_for_users():
+    plan_source = (ROOT / "pc_kernels" / "plan.py").read_text(encoding="utf-8")
+    read = set(re.findall(r'"((?:PC_KERNELS|TRITON)_[A-Z_]+)"', plan_source))
+    assert "PC_KERNELS_CPU_LOOPS" in read
+    documented = (ROOT / "docs" / "troubleshooting.md").read_text(encoding="utf-8")
+    assert not {name for name in read if f"`{name}" not in documented}
