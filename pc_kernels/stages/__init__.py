@@ -11,4 +11,5 @@ reference rows. Every stage works on the candidate layout (``layout.py``).
     hard_ranks.py        exact average ranks by sorting
     discrepancy.py       "mse" / "spearman", forward and backward
     layout.py            the candidate layout and its conversions
+    numba_loops.py       compiled CPU loops for the passes of several stages (numba; torch is the fallback)
 """

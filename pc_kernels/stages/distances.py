@@ -13,7 +13,7 @@ One policy, the same for float32 and float64 inputs (see docs/spec.md, "Numerics
   units of 2^e (squared distances: 4^e), which ``distance_exponent`` records. Cosine features are used
   as they are (its 1e-8 norm clamp is absolute), with norms clamped below at 1e-8.
 * Gram form in float64: S_ij = N_i + N_j − 2 <x_i, x_j> (N the squared norms), and S_ij <=
-  SNAP·ε₆₄·(N_i + N_j), rounding noise of the form, counts as exactly 0: duplicates, and pairs closer
+  SNAP·(N_i + N_j) with SNAP = 16·ε₆₄, rounding noise of the form, counts as exactly 0: duplicates, and pairs closer
   than about 1e-7 of the features' norms (after the shift), get D = 0. D = √S (euclidean), S
   (sqeuclidean), 1 − <x_i, x_j> / (a_i a_j) (cosine, a = max(‖x‖, 1e-8)). Rounding: about
   ε₆₄·(N_i + N_j) on S, far below float32 resolution.
