@@ -114,6 +114,12 @@ def _time_and_memory(row: Row) -> str:
     return f"{format_seconds(row['median_s'])} · {format_bytes(row['peak_bytes'])}"
 
 
+def _first_call_overhead(row: Row) -> str:
+    if row["status"] != "ok":
+        return "—"
+    return format_seconds(row["compile_s"]) if row["compile_s"] > 0 else "none"
+
+
 def markdown_tables(rows: list[Row]) -> str:
     """Markdown for rows of one device: per (p, q, dtype), time · peak memory per provider and mode × n,
     speedups, accuracy and sigmoid evaluations/s; then each provider's first-call (compile) overhead."""
@@ -129,6 +135,8 @@ def markdown_tables(rows: list[Row]) -> str:
         lines += [f"**p={p}, q={q}, {dtype}**: median time per call · peak memory above its inputs", ""]
         lines += _grid(block, shown, _time_and_memory, columns)
         lines += [""] + [f"- not run: {name} — {notes.pop()}" for name, notes in never.items() if len(notes) == 1]
+        lines.append("- empty cell: not measured at that point; —: nothing to compare or no value")
+        lines.append("- ours vs best alternative: the fastest alternative's time over our fastest dense path's (named)")
         if counts := sorted({r["accuracy_rows"] for r in block if r["accuracy_rows"] is not None}):
             lines.append(
                 f"- accuracy: our providers in the point's dtype vs the dense torch backend in float64 on the first"
@@ -136,7 +144,7 @@ def markdown_tables(rows: list[Row]) -> str:
             )
         lines += ["", f"First-call overhead (compile / JIT: first call minus median), p={p}, q={q}, {dtype}:", ""]
         ran = [name for name in shown if _ok(block, name)]
-        lines += _grid(block, ran, lambda r: format_seconds(r["compile_s"]) if r["status"] == "ok" else "—", []) + [""]
+        lines += _grid(block, ran, _first_call_overhead, []) + [""]
     return "\n".join(lines)
 
 
