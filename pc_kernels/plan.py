@@ -143,7 +143,7 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
     Raises:
         ValueError: ``backend`` is not one of "auto", "reference", "torch", "triton".
         RuntimeError: backend="triton" on a device where Triton cannot run (the message names what to
-            install or set).
+            install or set), or ``device`` is not a valid device string (torch's message).
     """
     return _backend_for(backend, torch.device(device), os.environ)
 
