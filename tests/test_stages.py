@@ -391,8 +391,10 @@ def test_hard_ranks_equal_scipy_average_ranks_with_ties() -> None:
 
 
 @pytest.mark.skipif(len(LOOPS) < 2, reason="numba is not installed")
-def test_numba_loops_run_on_torchs_thread_count_and_restore_numbas(monkeypatch) -> None:
-    """torch.set_num_threads governs the compiled loops too; numba's own setting is left as it was."""
+@pytest.mark.parametrize("threads", [1, 2])
+def test_numba_loops_run_on_torchs_thread_count_and_restore_numbas(monkeypatch, threads) -> None:
+    """torch.set_num_threads governs the compiled loops too (one thread: the serial compilation, no numba
+    thread team); numba's own setting is left as it was; the result does not depend on the threads."""
     import numba
 
     import pc_kernels
@@ -402,12 +404,20 @@ def test_numba_loops_run_on_torchs_thread_count_and_restore_numbas(monkeypatch) 
     monkeypatch.setattr(numba, "set_num_threads", lambda k: (settings.append(k), set_num_threads(k))[1])
     s, t = random_features(40, 5, seed=0).requires_grad_(), random_features(40, 6, seed=1)
     numba_threads, torch_threads = numba.get_num_threads(), torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     try:
-        pc_kernels.perception_coherence_loss(s, t, backend="torch", algorithm="binned").backward()
+        loss = pc_kernels.perception_coherence_loss(s, t, backend="torch", algorithm="binned")
+        (gradient,) = torch.autograd.grad(loss, s)
     finally:
         torch.set_num_threads(torch_threads)
-    assert settings, "no compiled loop ran"
-    assert settings[0::2] == [1] * (len(settings) // 2)
-    assert settings[1::2] == [numba_threads] * (len(settings) // 2)
+    if threads == 1:
+        assert settings == []
+    else:
+        assert settings, "no compiled loop ran"
+        assert settings[0::2] == [min(threads, numba.config.NUMBA_NUM_THREADS)] * (len(settings) // 2)
+        assert settings[1::2] == [numba_threads] * (len(settings) // 2)
     assert numba.get_num_threads() == numba_threads
+    monkeypatch.setattr(pc_kernels.plan, "_NUMBA_INSTALLED", False)
+    expected = pc_kernels.perception_coherence_loss(s, t, backend="torch", algorithm="binned")
+    torch.testing.assert_close(loss, expected, rtol=1e-12, atol=0)
+    torch.testing.assert_close(gradient, torch.autograd.grad(expected, s)[0], rtol=1e-10, atol=1e-14)

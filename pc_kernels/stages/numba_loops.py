@@ -18,9 +18,12 @@ multiply-add), one reference row per parallel iteration:
 
 Each runs on as many threads as torch's intra-op pool (``torch.get_num_threads()``, at most numba's own
 pool), so ``torch.set_num_threads`` governs the whole loss, and numba's setting, which is per calling
-thread, is restored after the call. Left at numba's default (every core) while torch ran on fewer, the
-loops' idle workers spun against the caller's other threads: a 128-sample training step with torch on 1
-thread took 64 ms instead of 12 ms on a busy 2-core machine.
+thread, is restored after the call. With one torch thread a loop runs its serial compilation, so numba's
+thread team (which wakes every worker for each loop even when told to use one) never starts. Left at
+numba's default (every core) while torch ran on fewer, the loops' idle workers spun against the caller's
+other threads: a 128-sample training step with torch on 1 thread took 64 ms instead of 12 ms on a busy
+2-core machine. The serial compilation is not cached on disk (numba's cache cannot tell it from the
+parallel one): it compiles on a process's first single-threaded call, in about a second per algorithm.
 
 Imported only when the plan chooses them (numba installed, CPU tensors); the torch code is the fallback.
 """
@@ -46,9 +49,13 @@ Loop = TypeVar("Loop", bound=Callable[..., None])
 
 def _on_torch_threads(loop: Loop) -> Loop:
     """``loop`` run on torch's intra-op thread count (module docstring), numba's setting restored after."""
+    serial = numba.njit(loop.py_func)  # type: ignore[attr-defined]  # a numba dispatcher
 
     @functools.wraps(loop)
     def run(*arguments):
+        if torch.get_num_threads() == 1:
+            serial(*arguments)
+            return
         before = numba.get_num_threads()
         numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
         try:
