@@ -326,15 +326,17 @@ def parser() -> argparse.ArgumentParser:
             add("--providers", type=_names(PROVIDERS), default=PROVIDERS, help=f"default {','.join(PROVIDERS)}")
             add("--modes", type=_names(MODES), default=MODES, help="default fwd,fwd_bwd")
             add("--time-limit", type=float, help="longest one call may take, seconds (default per device, --quick)")
-            add("--accuracy-rows", type=int, default=harness.ACCURACY_ROWS, help="0: accuracy not measured")
+            rows = harness.ACCURACY_ROWS
+            add("--accuracy-rows", type=int, default=rows, help=f"0: not measured (default {rows})")
         if run is scaling:
             add("--sizes", type=_ints, help="default 1024,2048,…,32768 (--quick: 64,128,256)")
-            add("--provider", choices=("torch_binned", "triton_binned"), default="torch_binned")
+            binned = ("torch_binned", "triton_binned")
+            add("--provider", choices=binned, default="torch_binned", help="default torch_binned")
             add("--time-limit", type=float, default=900.0, help="longest one call may take (default 900 s)")
         if run is accuracy:
             add("--n", type=int, default=1024, help="batch size (default 1024)")
-            taus = (0.01, 0.03, 0.1, 0.3, 1.0)
-            add("--taus", type=lambda text: tuple(map(float, text.split(","))), default=taus, help="default 0.01,…,1")
+            taus, default = (lambda text: tuple(map(float, text.split(",")))), (0.01, 0.03, 0.1, 0.3, 1.0)
+            add("--taus", type=taus, default=default, help="default 0.01,0.03,0.1,0.3,1")
         if run is floor:
             add("--n", type=int, default=4096, help="the dense point, start of the doubling search (default 4096)")
             add("--dtype", choices=tuple(harness.DTYPES), default="bfloat16", help="input dtype (default bfloat16)")

@@ -1,6 +1,6 @@
 """Static model of the Triton kernels on Hopper (H100, H200: sm_90), read from the code the compiler produces.
 
-    python -m benchmarks hopper [--out benchmarks/results] [--docs docs/hopper_model.md] [--stride 509]
+    python -m benchmarks hopper [--out benchmarks/results] [--stride 509] [--docs docs/hopper_model.md]
 
 Compiles every variant of ``pc_kernels.kernels.variants`` for sm_90 (no GPU needed), disassembles it with the tools
 in Triton's wheel, counts the main loop's instructions by class and by pipe, and bounds fwd+bwd at n = 4096,
@@ -428,6 +428,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     raw = argparse.RawDescriptionHelpFormatter
     parser = subparsers.add_parser("hopper", help=__doc__.splitlines()[0], description=__doc__, formatter_class=raw)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="default benchmarks/results")
-    parser.add_argument("--docs", type=Path, help="markdown file whose hopper-model markers receive the tables")
-    parser.add_argument("--stride", type=int, default=509, help="sigmoid error sweep: every STRIDE-th float32")
+    parser.add_argument("--docs", type=Path, help="markdown file whose hopper-model markers receive the tables (none)")
+    parser.add_argument("--stride", type=int, default=509, help="sigmoid error sweep: every STRIDE-th float32 (509)")
     parser.set_defaults(run=run)
