@@ -11,7 +11,7 @@ A computation path is a (dissimilarity stage, rank stage) pair run by ``pc_kerne
 
 ``resolve_plan`` also fixes the pipeline's blocks of reference rows, the dense torch stage's tile,
 what the forward keeps for the backward (or each block recomputed in it), the sigmoid flavour
-and the reference's memory limit. This module is the only code that reads environment variables:
+and the reference's memory limit. This module is the only code of the loss that reads environment variables:
 
     PC_KERNELS_TORCH_WORKSPACE_BYTES    workspace of the dense torch rank stage (default: 8 MiB on CPU,
                                         512 MiB on CUDA)
