@@ -219,8 +219,8 @@ def _first_order_only(grad: Tensor | None, path: str, anchors: tuple[Tensor, ...
     return _FirstOrderOnly.apply(path, grad, *anchors)
 
 
-def _path_name(distance_stage: str, rank_stage: str) -> str:
-    return f"'{distance_stage}' dissimilarity + '{rank_stage}' rank stage"
+def _path_name(settings: Stages | _LossSettings) -> str:
+    return f"'{settings.distance_stage}' dissimilarity + '{settings.rank_stage}' rank stage"
 
 
 # ---------------------------------------------------------------------------------------------- loss
@@ -376,7 +376,7 @@ def _coherence_loss_grad(ctx, grad_losses: Tensor | None, *_: Tensor) -> tuple:
     student, teacher, *kept = ctx.saved_tensors
     need_s, need_t = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
     grad_s, grad_t = coherence_loss_backward(grad_losses, student, teacher, *kept, *ctx.settings, need_s, need_t)
-    path = _path_name(ctx.settings[3], ctx.settings[4])
+    path = _path_name(_LossSettings(*ctx.settings))
     anchors = (grad_losses, student, teacher)
     grad_s = _first_order_only(grad_s if need_s else None, path, anchors)
     grad_t = _first_order_only(grad_t if need_t and grad_t.numel() else None, path, anchors)
@@ -499,7 +499,7 @@ def _rank_matrix_grad(ctx, grad: Tensor) -> tuple:
     if ctx.hard:
         return (None,) * (len(ctx.settings) + 2)
     grad_x = _rank_matrix_backward(grad, x, *ctx.settings)
-    path = _path_name(ctx.settings[3], ctx.settings[4])
+    path = _path_name(Stages(*ctx.settings))
     return (_first_order_only(grad_x, path, (grad, x)),) + (None,) * (len(ctx.settings) + 1)
 
 
