@@ -53,11 +53,12 @@ def _on_torch_threads(loop: Loop) -> Loop:
 
     @functools.wraps(loop)
     def run(*arguments):
-        if torch.get_num_threads() == 1:
+        threads = torch.get_num_threads()
+        if threads == 1:
             serial(*arguments)
             return
         before = numba.get_num_threads()
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         try:
             loop(*arguments)
         finally:
