@@ -82,7 +82,9 @@ def perception_coherence_loss(
         teacher: (n, q) teacher features of the same n samples in the same order.
         tau: sigmoid temperature τ > 0 of the soft ranks (units of the row scale). Default 0.1.
         dissimilarity: "euclidean" (default), "sqeuclidean" or "cosine".
-        discrepancy: "mse" (default: mean squared rank difference, in [0, 1]) or "spearman" (1 − ρ).
+        discrepancy: "mse" (default: mean squared rank difference, in [0, 1]), "spearman" (1 − ρ) or
+            "reciprocal_rank_mse" (squared rank differences weighted by the reciprocal of each
+            candidate's teacher rank, in [0, 1]: emphasis on the teacher's nearest candidates).
         teacher_ranks: "soft" (default, same τ as the student) or "hard" (exact average ranks; no
             gradient to the teacher).
         normalize: "row_std" (default: each reference row divided by its standard deviation, which

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 DISSIMILARITIES = ("euclidean", "sqeuclidean", "cosine")
-DISCREPANCIES = ("mse", "spearman")
+DISCREPANCIES = ("mse", "spearman", "reciprocal_rank_mse")
 TEACHER_RANKS = ("soft", "hard")
 NORMALIZATIONS = ("row_std", "none")
 REDUCTIONS = ("mean", "sum", "none")

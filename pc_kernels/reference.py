@@ -98,6 +98,10 @@ def _row_discrepancy(rs: torch.Tensor, rt: torch.Tensor, discrepancy: str) -> to
     off = _off_diagonal(n, rs.device)
     if discrepancy == "mse":
         return (((rs - rt) * off) ** 2).sum(dim=1) / (n - 1)
+    if discrepancy == "reciprocal_rank_mse":
+        # Each candidate weighted by its reciprocal soft 1-based rank 1 + (n − 2) R^T_ij, normalised over the row.
+        weight = off / (1.0 + (n - 2) * rt)
+        return (weight * (rs - rt) ** 2).sum(dim=1) / weight.sum(dim=1)
     ms = rs.sum(dim=1, keepdim=True) / (n - 1)
     mt = rt.sum(dim=1, keepdim=True) / (n - 1)
     cs = (rs - ms) * off

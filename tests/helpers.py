@@ -14,7 +14,7 @@ import torch
 import pc_kernels
 
 DISSIMILARITIES = ("euclidean", "sqeuclidean", "cosine")
-DISCREPANCIES = ("mse", "spearman")
+DISCREPANCIES = ("mse", "spearman", "reciprocal_rank_mse")
 TEACHER_RANKS = ("soft", "hard")
 NORMALIZATIONS = ("row_std", "none")
 REDUCTIONS = ("mean", "sum", "none")

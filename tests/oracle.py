@@ -85,6 +85,11 @@ def row_losses(
         if discrepancy == "mse":
             losses.append(sum((u - v) ** 2 for u, v in zip(a, b, strict=True)) / m)
             continue
+        if discrepancy == "reciprocal_rank_mse":
+            weights = [1.0 / (1.0 + (n - 2) * v) for v in b]
+            weighted = sum(c * (u - v) ** 2 for c, u, v in zip(weights, a, b, strict=True))
+            losses.append(weighted / sum(weights))
+            continue
         ma, mb = sum(a) / m, sum(b) / m
         cov = sum((u - ma) * (v - mb) for u, v in zip(a, b, strict=True)) / m
         va = sum((u - ma) ** 2 for u in a) / m

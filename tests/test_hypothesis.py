@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import oracle
 import pc_kernels
-from helpers import DEVICE, usable_paths
+from helpers import DEVICE, DISCREPANCIES, usable_paths
 
 # The interpreter makes Triton far too slow for dozens of random examples; it has its own tests.
 PATHS = [path for path in usable_paths() if not path.interpreted]
@@ -31,7 +31,7 @@ batch_sizes = st.one_of(st.sampled_from([3, 5, 7, 11, 13, 17, 23, 29, 31, 37]), 
     dtype=st.sampled_from([torch.float64, torch.float32, torch.bfloat16, torch.float16]),
     tau=st.sampled_from([0.05, 0.1, 0.5, 2.0]),
     dissimilarity=st.sampled_from(["euclidean", "sqeuclidean", "cosine"]),
-    discrepancy=st.sampled_from(["mse", "spearman"]),
+    discrepancy=st.sampled_from(DISCREPANCIES),
     teacher_ranks=st.sampled_from(["soft", "hard"]),
     seed=st.integers(0, 2**16),
 )

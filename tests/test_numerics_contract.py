@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import pc_kernels
-from helpers import DEVICE, DISSIMILARITIES, cosine, random_features, usable_paths
+from helpers import DEVICE, DISCREPANCIES, DISSIMILARITIES, cosine, random_features, usable_paths
 
 N = 10
 
@@ -114,7 +114,7 @@ def test_tiny_tau_gives_the_hard_ranks(path, tau):
 
 
 @pytest.mark.parametrize("factor", [1e-30, 1e-20, 1e20, 1e30])
-@pytest.mark.parametrize("discrepancy", ["mse", "spearman"])
+@pytest.mark.parametrize("discrepancy", DISCREPANCIES)
 def test_the_gradient_of_a_scaled_loss_is_the_scaled_gradient(path, factor, discrepancy):
     student, teacher = _features(11)
     student.requires_grad_()

@@ -22,6 +22,7 @@ import torch
 import pc_kernels
 from helpers import (
     DEVICE,
+    DISCREPANCIES,
     OPTION_GRID,
     REDUCTIONS,
     Path,
@@ -108,7 +109,7 @@ def _gradcheck_cases() -> list:
     for path in FAST_PATHS:
         if not path.exact:
             continue
-        grid = OPTION_GRID if not path.interpreted else OPTION_GRID[::7]  # 4 combos, every kind
+        grid = OPTION_GRID if not path.interpreted else OPTION_GRID[::7]  # 6 combos, every kind
         cases += [pytest.param(path, options, id=f"{path}-{option_id(options)}") for options in grid]
     return cases
 
@@ -127,10 +128,10 @@ def test_gradcheck_student_and_teacher(path: Path, options: dict) -> None:
 
 @pytest.mark.parametrize("path", [p for p in FAST_PATHS if p.exact], ids=str)
 def test_full_gradcheck_at_tiny_n(path: Path) -> None:
-    """n = 4 (rows of 3 candidates, the smallest tiles), the default options and spearman, every
-    direction of the Jacobian (not gradcheck's fast mode)."""
+    """n = 4 (rows of 3 candidates, the smallest tiles), the default options and every discrepancy,
+    every direction of the Jacobian (not gradcheck's fast mode)."""
     student, teacher = _inputs(4, 2, 2, seed=22, options={})
-    for discrepancy in ("mse", "spearman"):
+    for discrepancy in DISCREPANCIES:
 
         def loss(s, t, discrepancy=discrepancy):
             return pc_kernels.perception_coherence_loss(s, t, tau=0.5, discrepancy=discrepancy, **path.options)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import pc_kernels
-from helpers import DEVICE, DISSIMILARITIES, random_features, usable_paths
+from helpers import DEVICE, DISCREPANCIES, DISSIMILARITIES, random_features, usable_paths
 
 
 @pytest.fixture(params=usable_paths(), ids=str)
@@ -44,7 +44,7 @@ def test_rotating_the_features_leaves_the_loss_unchanged(path, kind):
     )
 
 
-@pytest.mark.parametrize("discrepancy", ["mse", "spearman"])
+@pytest.mark.parametrize("discrepancy", DISCREPANCIES)
 def test_permuting_the_batch_leaves_the_mean_loss_unchanged(path, discrepancy):
     x, y = features(10, 4, seed=36), features(10, 5, seed=37)
     perm = torch.randperm(10, generator=torch.Generator().manual_seed(38)).to(DEVICE)
@@ -54,7 +54,7 @@ def test_permuting_the_batch_leaves_the_mean_loss_unchanged(path, discrepancy):
     torch.testing.assert_close(permuted.mean(), per_row.mean(), rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("discrepancy", ["mse", "spearman"])
+@pytest.mark.parametrize("discrepancy", DISCREPANCIES)
 @pytest.mark.parametrize("kind", DISSIMILARITIES)
 def test_identical_features_give_zero_loss(path, kind, discrepancy):
     x = features(8, 5, seed=39)
@@ -84,7 +84,7 @@ def _finite_loss_and_grads(student, teacher, path, **options):
 
 
 @pytest.mark.parametrize("kind", DISSIMILARITIES)
-@pytest.mark.parametrize("discrepancy", ["mse", "spearman"])
+@pytest.mark.parametrize("discrepancy", DISCREPANCIES)
 def test_duplicate_rows_give_finite_loss_and_gradients(path, kind, discrepancy):
     x = features(8, 3, seed=42)
     x[3] = x[1]
@@ -100,7 +100,7 @@ def test_all_identical_rows_give_finite_loss_and_gradients(path, normalize):
     assert _finite_loss_and_grads(x, features(6, 2, seed=44), path, normalize=normalize)
 
 
-@pytest.mark.parametrize("discrepancy", ["mse", "spearman"])
+@pytest.mark.parametrize("discrepancy", DISCREPANCIES)
 def test_tiny_tau_and_large_norms_give_finite_values(path, discrepancy):
     x, y = features(9, 4, seed=45), features(9, 4, seed=46)
     assert _finite_loss_and_grads(x, y, path, tau=1e-4, discrepancy=discrepancy)

@@ -14,7 +14,7 @@ import pytest
 import torch
 from scipy.stats import rankdata
 
-from helpers import DISSIMILARITIES, random_features
+from helpers import DISCREPANCIES, DISSIMILARITIES, random_features
 from pc_kernels import plan, reference
 from pc_kernels.stages import dense_ranks as dense_ranks_module
 from pc_kernels.stages import distances
@@ -355,7 +355,7 @@ def test_factor_is_clamped_into_the_normal_range_with_headroom(dtype: torch.dtyp
 # ----------------------------------------------------------------------------------- discrepancy
 
 
-@pytest.mark.parametrize("kind", ["mse", "spearman"])
+@pytest.mark.parametrize("kind", DISCREPANCIES)
 def test_discrepancy_and_its_backward_match_the_reference_and_autograd(kind: str) -> None:
     g = torch.Generator().manual_seed(20)
     rs = torch.rand(5, 8, generator=g, dtype=torch.float64).requires_grad_()

@@ -9,7 +9,7 @@ reference rows. Every stage works on the candidate layout (``layout.py``).
     triton_ranks.py      the fused Triton rank stage
     binned_ranks.py      the binned rank stage (grid deposit, FFT convolution, read-back)
     hard_ranks.py        exact average ranks by sorting
-    discrepancy.py       "mse" / "spearman", forward and backward
+    discrepancy.py       "mse" / "spearman" / "reciprocal_rank_mse", forward and backward
     layout.py            the candidate layout and its conversions
     numba_loops.py       compiled CPU loops for the passes of several stages (numba; torch is the fallback)
 """

@@ -5,6 +5,9 @@ fast path. Rows of rank candidates R^S, R^T (m, w), population moments over the 
                  ∂ℓ/∂R^S_j = 2 (R^S_j − R^T_j) / w = −∂ℓ/∂R^T_j
     "spearman":  ℓ = 1 − ρ,  ρ = cov / √(var_S var_T + 1e-12)   (u = R − mean, cov = (1/w) Σ u^S u^T)
                  ∂ℓ/∂R^S_j = −u^T_j / (w √·) + cov var_T u^S_j / (w √·³)   (and symmetrically for R^T)
+    "reciprocal_rank_mse":
+                 ℓ = Σ_j W_j e_j²,  e = R^S − R^T,  W_j = v_j / V,  V = Σ_k v_k,  v_j = 1 / (1 + (w − 1) R^T_j)
+                 ∂ℓ/∂R^S_j = 2 W_j e_j,   ∂ℓ/∂R^T_j = −2 W_j e_j + v′_j (e_j² − ℓ) / V,   v′_j = −(w − 1) v_j²
 """
 
 from __future__ import annotations
@@ -21,10 +24,18 @@ def _moments(rs: torch.Tensor, rt: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return us, ut, var_s, var_t, cov, torch.sqrt(var_s * var_t + SPEARMAN_EPS)
 
 
+def _reciprocal_ranks(rt: torch.Tensor) -> torch.Tensor:
+    """v = 1 / (1 + (w − 1) R^T): the reciprocal of each candidate's soft 1-based rank in the teacher's row."""
+    return rt.mul(rt.shape[1] - 1).add_(1.0).reciprocal_()
+
+
 def discrepancy(rs: torch.Tensor, rt: torch.Tensor, kind: str) -> torch.Tensor:
     """ℓ (m,) from student and teacher ranks (m, w)."""
     if kind == "mse":
         return (rs - rt).square().mean(dim=1)
+    if kind == "reciprocal_rank_mse":
+        v = _reciprocal_ranks(rt)
+        return (v * (rs - rt).square()).sum(dim=1) / v.sum(dim=1)
     *_, cov, root = _moments(rs, rt)
     return 1.0 - cov / root
 
@@ -37,6 +48,16 @@ def discrepancy_backward(
     if kind == "mse":
         grad_s = (rs - rt).mul_((2.0 / w) * grad_losses[:, None])
         return grad_s, -grad_s
+    if kind == "reciprocal_rank_mse":
+        v = _reciprocal_ranks(rt)
+        total = v.sum(dim=1, keepdim=True)
+        error = rs - rt
+        squared = error.square()
+        losses = (v * squared).sum(dim=1, keepdim=True) / total
+        g = grad_losses[:, None] / total
+        grad_s = (2.0 * g) * v * error
+        slope = v.square().mul_(1 - w)
+        return grad_s, g * slope * (squared - losses) - grad_s
     us, ut, var_s, var_t, cov, root = _moments(rs, rt)
     g = (grad_losses / (w * root))[:, None]
     common = (cov / (root * root))[:, None]
