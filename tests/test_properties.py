@@ -63,14 +63,15 @@ def test_identical_features_give_zero_loss(path, kind, discrepancy):
     torch.testing.assert_close(value, torch.zeros(8, dtype=torch.float64, device=DEVICE), rtol=0, atol=1e-9)
 
 
-def test_mse_stays_in_the_unit_interval(path):
+@pytest.mark.parametrize("discrepancy", ["mse", "reciprocal_rank_mse"])
+def test_squared_rank_differences_stay_in_the_unit_interval(path, discrepancy):
     x = features(10, 3, seed=40)
     d = pc_kernels.pairwise_dissimilarity(x, backend="reference")
     # A teacher whose ranks invert the student's: large loss, still at most 1.
     for teacher_ranks, tau in [("hard", 1e-3), ("soft", 1e-3), ("soft", 10.0)]:
-        worst = loss(x, -x, path, tau=tau, teacher_ranks=teacher_ranks, reduction="none")
+        worst = loss(x, -x, path, tau=tau, teacher_ranks=teacher_ranks, discrepancy=discrepancy, reduction="none")
         assert torch.all(worst >= 0) and torch.all(worst <= 1)
-    values = loss(x, features(10, 3, seed=41), path, reduction="none")
+    values = loss(x, features(10, 3, seed=41), path, discrepancy=discrepancy, reduction="none")
     assert torch.all(values >= 0) and torch.all(values <= 1)
     assert d.shape == (10, 10)
 
