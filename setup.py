@@ -19,9 +19,9 @@ def read_version() -> str:
 DEMO = ["scipy", "scikit-learn", "matplotlib", "tqdm"]  # pc_kernels/demo
 BENCH = ["matplotlib", "pytest", "pytest-benchmark"]  # benchmarks/
 CPU = ["numba"]  # compiled loops for the CPU stages (pc_kernels/stages/numba_loops.py); torch is the fallback
-# pc_kernels/sentence_transformers.py: 6.0 brought the CachedLossMixin it builds on; [train] brings the
-# trainer's datasets and accelerate.
-SENTENCE_TRANSFORMERS = ["sentence-transformers[train]>=6.0"]
+# pc_kernels/sentence_transformers.py (6.2: the GradCache it builds on keeps float64 and syncs DDP once a step);
+# [train] brings the trainer's datasets and accelerate.
+SENTENCE_TRANSFORMERS = ["sentence-transformers[train]>=6.2"]
 TEST = [
     "pytest",
     "numba",

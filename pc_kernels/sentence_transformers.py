@@ -16,7 +16,7 @@ random state of its first pass (so dropout draws the same masks) and back-propag
 gradient. Activation memory is then that of one chunk, whatever the batch size.
 
 Importing ``pc_kernels`` does not import this module; importing this module without
-sentence-transformers >= 6.0 raises an ImportError that names the extra to install.
+sentence-transformers >= 6.2 raises an ImportError that names the extra to install.
 """
 
 from __future__ import annotations
@@ -29,17 +29,21 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .loss import PerceptionCoherenceLoss
+from .options import computation_dtype
+
+# 6.2: the first CachedLossMixin that replays float64 gradients in float64 and synchronizes DDP once a step.
+_MIN_VERSION = (6, 2)
+_INSTALL = 'sentence-transformers >= 6.2: pip install "pc-kernels[sentence-transformers]"'
+
 try:
+    import sentence_transformers
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.base.losses import CachedLossMixin, has_static_embedding_input
 except ImportError as error:
-    raise ImportError(
-        "pc_kernels.sentence_transformers needs sentence-transformers >= 6.0 "
-        f'({error}); install it with: pip install "pc-kernels[sentence-transformers]"'
-    ) from error
-
-from .loss import PerceptionCoherenceLoss
-from .options import computation_dtype
+    raise ImportError(f"pc_kernels.sentence_transformers needs {_INSTALL} ({error})") from error
+if tuple(int(part) for part in sentence_transformers.__version__.split(".")[:2]) < _MIN_VERSION:
+    raise ImportError(f"pc_kernels.sentence_transformers needs {_INSTALL}; found {sentence_transformers.__version__}")
 
 # Options of PerceptionCoherenceLoss that this loss fixes: the trainer needs the mean over the whole batch.
 _FIXED_OPTIONS = ("reduction", "rows")

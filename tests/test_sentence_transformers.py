@@ -22,35 +22,11 @@ requires_sentence_transformers = pytest.mark.skipif(
     reason='sentence-transformers is not installed (pip install "pc-kernels[sentence-transformers]")',
 )
 
-WORDS = [
-    "the",
-    "a",
-    "cat",
-    "dog",
-    "bird",
-    "fish",
-    "sat",
-    "ran",
-    "flew",
-    "swam",
-    "on",
-    "under",
-    "over",
-    "near",
-    "mat",
-    "tree",
-    "river",
-    "sky",
-    "red",
-    "blue",
-    "green",
-    "big",
-    "small",
-    "quick",
-    "slow",
-    "old",
-    "young",
-]
+WORDS = (
+    ["the", "a", "on", "under", "over", "near", "big", "small", "quick", "slow", "old", "young"]
+    + ["cat", "dog", "bird", "fish", "mat", "tree", "river", "sky", "red", "blue", "green"]
+    + ["sat", "ran", "flew", "swam"]
+)
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
@@ -121,7 +97,17 @@ def test_importing_the_package_does_not_import_sentence_transformers():
 def test_missing_extra_raises_an_import_error_naming_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "sentence_transformers", None)
     monkeypatch.delitem(sys.modules, "pc_kernels.sentence_transformers", raising=False)
-    with pytest.raises(ImportError, match=r'pip install "pc-kernels\[sentence-transformers\]"'):
+    with pytest.raises(ImportError, match=r'>= 6.2: pip install "pc-kernels\[sentence-transformers\]"'):
+        importlib.import_module("pc_kernels.sentence_transformers")
+
+
+@requires_sentence_transformers
+def test_an_older_sentence_transformers_raises_an_import_error_naming_the_version(monkeypatch):
+    import sentence_transformers
+
+    monkeypatch.setattr(sentence_transformers, "__version__", "6.1.0")
+    monkeypatch.delitem(sys.modules, "pc_kernels.sentence_transformers", raising=False)
+    with pytest.raises(ImportError, match=r"needs sentence-transformers >= 6.2: .*; found 6.1.0"):
         importlib.import_module("pc_kernels.sentence_transformers")
 
 
