@@ -1,7 +1,8 @@
 """PerceptionCoherenceDistillLoss with a real SentenceTransformer built offline and the library's trainer.
 
-The student is a two-layer BERT of width 16 with a 30-word vocabulary, written to a temporary folder
-and loaded back by sentence-transformers' own Transformer module (no hub). The teacher embeddings are
+The student is a two-layer BERT of width 16 with a word-level vocabulary, written to a temporary folder
+and loaded back by sentence-transformers' own Transformer module (no hub; the builder is shared with
+``python -m benchmarks.sentence_transformers_cache``). The teacher embeddings are
 precomputed labels of another width, as in sentence-transformers' MSELoss distillation.
 """
 
@@ -15,19 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.sentence_transformers_cache import WORDS, write_bert
+from benchmarks.sentence_transformers_cache import load_sentence_transformer as load
 from pc_kernels import PerceptionCoherenceLoss
 
 requires_sentence_transformers = pytest.mark.skipif(
     importlib.util.find_spec("sentence_transformers") is None,
     reason='sentence-transformers is not installed (pip install "pc-kernels[sentence-transformers]")',
 )
-
-WORDS = (
-    ["the", "a", "on", "under", "over", "near", "big", "small", "quick", "slow", "old", "young"]
-    + ["cat", "dog", "bird", "fish", "mat", "tree", "river", "sky", "red", "blue", "green"]
-    + ["sat", "ran", "flew", "swam"]
-)
-SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
 def sentences(count: int, seed: int, lengths: tuple[int, ...] = (4,)) -> list[str]:
@@ -39,35 +35,11 @@ def sentences(count: int, seed: int, lengths: tuple[int, ...] = (4,)) -> list[st
 @pytest.fixture(scope="module")
 def model_dirs(tmp_path_factory):
     """Two tiny BERT checkpoints with a word-level vocabulary: the student (width 16), a teacher (width 24)."""
-    transformers = pytest.importorskip("transformers")
-    vocab = {token: i for i, token in enumerate(SPECIAL + WORDS)}
-    dirs = {}
-    for name, width, seed in (("student", 16, 0), ("teacher", 24, 1)):
-        folder = tmp_path_factory.mktemp(name)
-        torch.manual_seed(seed)
-        config = transformers.BertConfig(
-            vocab_size=len(vocab),
-            hidden_size=width,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=2 * width,
-            max_position_embeddings=16,
-        )
-        transformers.BertModel(config).save_pretrained(folder)
-        transformers.BertTokenizerFast(vocab=vocab).save_pretrained(folder)
-        dirs[name] = folder
+    pytest.importorskip("transformers")
+    dirs = {name: tmp_path_factory.mktemp(name) for name in ("student", "teacher")}
+    write_bert(dirs["student"], width=16, layers=2, seed=0)
+    write_bert(dirs["teacher"], width=24, layers=2, seed=1)
     return dirs
-
-
-def load(folder: Path, dropout: float = 0.1, dtype: torch.dtype = torch.float32):
-    """A SentenceTransformer (Transformer + mean Pooling) from a local checkpoint, in train mode."""
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-
-    dropouts = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
-    transformer = Transformer(str(folder), config_kwargs=dropouts)
-    model = SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean")])
-    return model.to(device="cpu", dtype=dtype).train()
 
 
 def loss_class():
