@@ -5,7 +5,8 @@ offline (the sentence-transformers extra), on CPU, for each ``mini_batch_size``:
 what the process held before the step, and the median seconds of timed steps. Each setting runs in a
 fresh process (malloc told to return freed buffers, as ``python -m benchmarks sweep`` does) after one
 warm-up step. The table goes to stdout, and with ``--out`` to a file headed by machine, commit and command.
-Times are only meaningful on an otherwise idle machine: the header records the load average.
+Times are only meaningful on an otherwise idle machine (the header records the load average); the resident
+peak does not depend on the load. ``--repeats 0`` measures memory only.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def _measure_one(setting: dict) -> dict:
     harness.wall_seconds(step, "cpu")
     peak, _ = harness.peak_bytes(step, "cpu")
     seconds = [harness.wall_seconds(step, "cpu") for _ in range(setting["repeats"])]
-    return {"peak_bytes": peak, "median_s": statistics.median(seconds)}
+    return {"peak_bytes": peak, "median_s": statistics.median(seconds) if seconds else None}
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -100,7 +101,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--teacher-width", type=int, default=384, help="label width (default 384)")
     parser.add_argument("--mini-batch-sizes", default="none,128,32", help="comma-separated (default none,128,32)")
     parser.add_argument("--algorithm", default="dense", help="the loss's algorithm option (default dense)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed steps per setting (default 3)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps per setting (default 3; 0: memory only)")
     parser.add_argument("--out", type=Path, help="also write the table, with its header, to this file")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a setting as JSON: measure it in this process
     return parser.parse_args(argv)
@@ -141,7 +142,8 @@ def main(argv: list[str] | None = None) -> None:
             command = [sys.executable, "-m", "benchmarks.sentence_transformers_cache", "--one", json.dumps(setting)]
             done = subprocess.run(command, cwd=harness.REPO, capture_output=True, text=True, check=True)
             result = json.loads(done.stdout.strip().splitlines()[-1])
-            rows.append(f"| {text} | {format_bytes(result['peak_bytes'])} | {result['median_s']:.3f} |")
+            seconds = "not timed" if result["median_s"] is None else f"{result['median_s']:.3f}"
+            rows.append(f"| {text} | {format_bytes(result['peak_bytes'])} | {seconds} |")
             print(rows[-1], flush=True)
     if args.out:
         args.out.write_text("\n".join([*header, *rows]) + "\n", encoding="utf-8")
