@@ -181,6 +181,26 @@ def test_cached_equals_uncached_over_columns(model_dirs, layout):
 
 
 @requires_sentence_transformers
+def test_matryoshka_wrapping_gives_the_same_loss_and_gradients_cached_or_not(model_dirs):
+    """MatryoshkaLoss truncates the embeddings (here to 16 and 8 dimensions) before the loss; with
+    mini_batch_size it wraps calculate_loss instead, and must give the uncached result."""
+    from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss
+
+    texts = sentences(9, seed=9, lengths=(3, 5))
+    student = load(model_dirs["student"], dropout=0.0, dtype=torch.float64)
+    features = [student.preprocess(texts)]
+    labels = teacher_labels(model_dirs, texts)
+    results = []
+    for mini_batch_size in (None, 3):
+        inner = loss_class()(student, mini_batch_size=mini_batch_size)
+        value = MatryoshkaLoss(student, inner, matryoshka_dims=[16, 8])(features, labels)
+        results.append((value.detach(), backward_and_gradients(student, value)))
+    (plain, plain_grads), (cached, cached_grads) = results
+    torch.testing.assert_close(cached, plain, rtol=1e-10, atol=0)
+    torch.testing.assert_close(cached_grads, plain_grads, rtol=1e-8, atol=1e-12)
+
+
+@requires_sentence_transformers
 @pytest.mark.parametrize("mini_batch_size", [None, 2])
 def test_bad_labels_raise_clear_errors(model_dirs, mini_batch_size):
     texts = sentences(6, seed=8)
