@@ -125,7 +125,7 @@ def test_trainer_distils_a_narrower_student(model_dirs, tmp_path, mini_batch_siz
 
 
 @requires_sentence_transformers
-@pytest.mark.parametrize("mini_batch_size", [1, 3, 4])
+@pytest.mark.parametrize("mini_batch_size", [1, 4])
 def test_cached_gradient_equals_the_chunked_forward_with_dropout(model_dirs, mini_batch_size):
     """With dropout active, the replayed chunks draw the masks of the first pass: same loss, same gradients."""
     texts = sentences(10, seed=3)  # one length: the chunks need no padding trimmed
