@@ -40,13 +40,10 @@ from torch import Tensor
 from .options import LossOptions
 from .plan import ExecutionPlan
 from .settings import Settings
-from .stages import distances
-from .stages.binned_ranks import binned_ranks, binned_ranks_backward
-from .stages.dense_ranks import dense_ranks, dense_ranks_backward
-from .stages.discrepancy import discrepancy, discrepancy_backward
+from .stages import distances, registry
 from .stages.hard_ranks import hard_ranks
 from .stages.layout import drop_diagonal, insert_diagonal
-from .stages.row_scale import RowScale, row_scale, row_scale_backward, row_statistics
+from .stages.row_scale import RowScale
 
 T = TypeVar("T")
 
@@ -67,84 +64,32 @@ def _stage(name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
 
 
 _prepare = _stage("prepare")(distances.prepare)
-_discrepancy = _stage("discrepancy")(discrepancy)
-_discrepancy_backward = _stage("discrepancy_backward")(discrepancy_backward)
 _hard_ranks = _stage("hard_ranks")(hard_ranks)
-_row_scale_backward = _stage("row_scale_backward")(row_scale_backward)
-_accumulate_gradient = _stage("dissimilarity_backward")(distances.accumulate_gradient)
 
 
-def _blocks(start: int, end: int, size: int) -> Iterator[tuple[int, int]]:
-    """Blocks [a, b) of at most ``size`` reference rows covering [start, end)."""
-    for a in range(start, end, size):
-        yield a, min(a + size, end)
-
-
-@_stage("dissimilarity")
-def _distance_rows(stage: str, prepared: distances.PreparedFeatures, a: int, b: int, loops: str) -> Tensor:
-    """The dissimilarity stage: candidate dissimilarities d (b − a, n − 1) of reference rows [a, b)."""
-    if stage == "triton":
-        from .stages.triton_distances import triton_candidate_rows
-
-        return triton_candidate_rows(prepared, a, b)
-    return distances.candidate_rows(prepared, a, b, loops)
-
-
-class Stages:
-    """The stages of one path, run with the settings of one call (``settings.py``)."""
+class _Path:
+    """The stages of one call (``registry.build``) run block by block: what the ops below share."""
 
     def __init__(self, settings: Settings):
-        self.settings = settings
-        self.tau, self.normalize = settings.options.tau, settings.options.normalize
-        plan = settings.plan
-        self.distance_stage, self.rank_stage, self.loops = plan.distance_stage, plan.rank_stage, plan.loops
-        self.block_rows, self.tile_rows, self.bins, self.fast_sigmoid = (
-            plan.block_rows,
-            plan.tile_rows,
-            plan.bins,
-            plan.fast_sigmoid,
-        )
+        self.stages = registry.build(settings)
+        self.block_rows = settings.plan.block_rows
 
     def blocks(self, start: int, end: int) -> Iterator[tuple[int, int]]:
-        """The pipeline's blocks [a, b) of reference rows [start, end)."""
-        return _blocks(start, end, self.block_rows)
+        """The pipeline's blocks [a, b) of at most ``block_rows`` reference rows covering [start, end)."""
+        for a in range(start, end, self.block_rows):
+            yield a, min(a + self.block_rows, end)
 
-    @_stage("ranks")
-    def ranks(self, d: Tensor, scale: RowScale) -> Tensor:
-        """Soft ranks (c, w) of candidate rows d with their row scale."""
-        if self.rank_stage == "binned":
-            return binned_ranks(d, scale.factor, self.bins, self.loops, (scale.low, scale.high))
-        if self.rank_stage == "triton":
-            from .stages.triton_ranks import triton_ranks
+    @_stage("dissimilarity")
+    def dissimilarities(self, prepared: distances.PreparedFeatures, a: int, b: int) -> Tensor:
+        """Candidate dissimilarities d (b − a, n − 1) of reference rows [a, b)."""
+        return self.stages.dissimilarity.rows(prepared, a, b)
 
-            return triton_ranks(d, scale.factor, self.fast_sigmoid)
-        return dense_ranks(d, scale.factor, self.tile_rows)
-
-    @_stage("ranks_backward")
-    def ranks_backward(self, d: Tensor, scale: RowScale, grad_ranks: Tensor) -> Tensor:
-        """∂L/∂y (c, w), y = factor·d, from ∂L/∂R."""
-        if self.rank_stage == "binned":
-            extremes = (scale.low, scale.high)
-            return binned_ranks_backward(d, scale.factor, grad_ranks, self.bins, self.loops, extremes)
-        if self.rank_stage == "triton":
-            from .stages.triton_ranks import triton_ranks_backward
-
-            return triton_ranks_backward(d, scale.factor, grad_ranks, self.fast_sigmoid)
-        return dense_ranks_backward(d, scale.factor, grad_ranks, self.tile_rows)
-
-    def dissimilarity_rows(self, prepared: distances.PreparedFeatures, a: int, b: int) -> Tensor:
-        """The dissimilarity stage's candidate rows (b − a, n − 1) of reference rows [a, b)."""
-        return _distance_rows(self.distance_stage, prepared, a, b, self.loops)
-
+    @_stage("dissimilarity_backward")
     def dissimilarity_backward(
         self, prepared: distances.PreparedFeatures, a: int, d: Tensor, grad_d: Tensor, out: Tensor
     ) -> None:
         """Add ∂L/∂(prepared features) of candidate rows d of reference rows [a, a + c) to ``out``."""
-        _accumulate_gradient(prepared, a, d, grad_d, out, self.loops)
-
-    def side(self, prepared: distances.PreparedFeatures, a: int, b: int) -> tuple[Tensor, RowScale]:
-        """One side's candidate dissimilarities of rows [a, b) and their row scale."""
-        return self.scaled(prepared, self.dissimilarity_rows(prepared, a, b))
+        self.stages.dissimilarity.accumulate_gradient(prepared, a, d, grad_d, out)
 
     @_stage("row_scale")
     def scaled(
@@ -152,20 +97,46 @@ class Stages:
     ) -> tuple[Tensor, RowScale]:
         """Candidate dissimilarities d of one side and their row scale (from the rows' kept ``statistics``
         when given)."""
-        statistics = row_statistics(d, self.loops) if statistics is None else statistics
-        return d, row_scale(statistics, self.tau, self.normalize, prepared.distance_exponent, d.dtype)
+        row_scale = self.stages.row_scale
+        statistics = row_scale.statistics(d) if statistics is None else statistics
+        return d, row_scale.scale(statistics, prepared.distance_exponent, d.dtype)
+
+    def side(self, prepared: distances.PreparedFeatures, a: int, b: int) -> tuple[Tensor, RowScale]:
+        """One side's candidate dissimilarities of rows [a, b) and their row scale."""
+        return self.scaled(prepared, self.dissimilarities(prepared, a, b))
+
+    @_stage("ranks")
+    def _soft_ranks(self, d: Tensor, scale: RowScale) -> Tensor:
+        return self.stages.ranks.ranks(d, scale)
 
     def side_ranks(self, d: Tensor, scale: RowScale, hard: bool) -> Tensor:
         """Ranks of one side's rows: exact average ranks if ``hard``, else the rank stage's soft ranks."""
-        return _hard_ranks(d) if hard else self.ranks(d, scale)
+        return _hard_ranks(d) if hard else self._soft_ranks(d, scale)
+
+    @_stage("discrepancy")
+    def losses(self, rs: Tensor, rt: Tensor) -> Tensor:
+        """ℓ (c,) of student and teacher ranks (c, w)."""
+        return self.stages.discrepancy.losses(rs, rt)
+
+    @_stage("discrepancy_backward")
+    def losses_backward(self, rs: Tensor, rt: Tensor, grad_losses: Tensor) -> tuple[Tensor, Tensor]:
+        """(∂L/∂R^S, ∂L/∂R^T) for ∂L/∂ℓ = grad_losses (c,)."""
+        return self.stages.discrepancy.backward(rs, rt, grad_losses)
+
+    @_stage("ranks_backward")
+    def _ranks_backward(self, d: Tensor, scale: RowScale, grad_ranks: Tensor) -> Tensor:
+        return self.stages.ranks.backward(d, scale, grad_ranks)
+
+    @_stage("row_scale_backward")
+    def _row_scale_backward(self, d: Tensor, scale: RowScale, grad_y: Tensor) -> Tensor:
+        return self.stages.row_scale.backward(d, scale, grad_y)
 
     def side_backward(
         self, prepared: distances.PreparedFeatures, a: int, d: Tensor, scale: RowScale, grad_ranks: Tensor, out: Tensor
     ) -> None:
         """Add one side's ∂L/∂(prepared features) of rows [a, a + c) to ``out`` (n, p) float64."""
-        grad_y = self.ranks_backward(d, scale, grad_ranks)
-        grad_d = _row_scale_backward(d, scale, grad_y, self.loops)
-        self.dissimilarity_backward(prepared, a, d, grad_d, out)
+        grad_y = self._ranks_backward(d, scale, grad_ranks)
+        self.dissimilarity_backward(prepared, a, d, self._row_scale_backward(d, scale, grad_y), out)
 
 
 def _poison(*prepared: distances.PreparedFeatures) -> Tensor:
@@ -232,7 +203,7 @@ def coherence_loss(
     otherwise), and, always, everything of size O(n (p + q)): the student's row statistics (m, 4) and both
     sides' prepared features (``distances.pack``)."""
     options, plan = Settings.unpack(settings, sizes)
-    stages = Stages(Settings(options, plan))
+    path = _Path(Settings(options, plan))
     hard_teacher = options.teacher_ranks == "hard"
     ps, pt = _prepare(student, options.dissimilarity), _prepare(teacher, options.dissimilarity)
     (row_start, row_end), w = plan.rows, student.shape[0] - 1
@@ -241,13 +212,13 @@ def coherence_loss(
     ranks_s, ranks_t = (student.new_empty((m if plan.keep_ranks else 0, w)) for _ in range(2))
     dissimilarities_s = student.new_empty((m if plan.keep_distances else 0, w))
     statistics_s = torch.empty((m, 4), dtype=torch.float64, device=student.device)
-    for a, b in stages.blocks(row_start, row_end):
-        ds, scale_s = stages.side(ps, a, b)
-        dt, scale_t = stages.side(pt, a, b)
-        rs = stages.side_ranks(ds, scale_s, False)
-        rt = stages.side_ranks(dt, scale_t, hard_teacher)
+    for a, b in path.blocks(row_start, row_end):
+        ds, scale_s = path.side(ps, a, b)
+        dt, scale_t = path.side(pt, a, b)
+        rs = path.side_ranks(ds, scale_s, False)
+        rt = path.side_ranks(dt, scale_t, hard_teacher)
         rows = slice(a - row_start, b - row_start)
-        losses[rows] = _discrepancy(rs, rt, options.discrepancy)
+        losses[rows] = path.losses(rs, rt)
         statistics_s[rows] = scale_s.statistics
         if plan.keep_ranks:
             ranks_s[rows], ranks_t[rows] = rs, rt
@@ -287,7 +258,7 @@ def coherence_loss_backward(
 ) -> tuple[Tensor, Tensor]:
     """(∂L/∂student, ∂L/∂teacher) for ∂L/∂ℓ = grad_losses; an empty tensor for a side not asked for."""
     options, plan = Settings.unpack(settings, sizes)
-    stages = Stages(Settings(options, plan))
+    path = _Path(Settings(options, plan))
     hard_teacher = options.teacher_ranks == "hard"
     ps = distances.unpack(prepared_s, options.dissimilarity, student.dtype)
     pt = distances.unpack(prepared_t, options.dissimilarity, teacher.dtype)
@@ -297,22 +268,22 @@ def coherence_loss_backward(
     out_s = torch.zeros(ps.features.shape, dtype=torch.float64, device=student.device) if student_grad else None
     out_t = torch.zeros(pt.features.shape, dtype=torch.float64, device=teacher.device) if teacher_grad else None
     row_start, row_end = plan.rows
-    for a, b in stages.blocks(row_start, row_end):
+    for a, b in path.blocks(row_start, row_end):
         rows = slice(a - row_start, b - row_start)
-        ds = dissimilarities_s[rows] if plan.keep_distances else stages.dissimilarity_rows(ps, a, b)
-        ds, scale_s = stages.scaled(ps, ds, statistics_s[rows])
+        ds = dissimilarities_s[rows] if plan.keep_distances else path.dissimilarities(ps, a, b)
+        ds, scale_s = path.scaled(ps, ds, statistics_s[rows])
         # The teacher's dissimilarities are needed for its own gradient, or to recompute its ranks.
-        teacher_rows = stages.side(pt, a, b) if out_t is not None or not plan.keep_ranks else None
+        teacher_rows = path.side(pt, a, b) if out_t is not None or not plan.keep_ranks else None
         if plan.keep_ranks:
             rs, rt = ranks_s[rows], ranks_t[rows]
         else:
             assert teacher_rows is not None
-            rs, rt = stages.side_ranks(ds, scale_s, False), stages.side_ranks(*teacher_rows, hard_teacher)
-        grad_rs, grad_rt = _discrepancy_backward(rs, rt, g[rows], options.discrepancy)
+            rs, rt = path.side_ranks(ds, scale_s, False), path.side_ranks(*teacher_rows, hard_teacher)
+        grad_rs, grad_rt = path.losses_backward(rs, rt, g[rows])
         if out_s is not None:
-            stages.side_backward(ps, a, ds, scale_s, grad_rs, out_s)
+            path.side_backward(ps, a, ds, scale_s, grad_rs, out_s)
         if out_t is not None and teacher_rows is not None:
-            stages.side_backward(pt, a, *teacher_rows, grad_rt, out_t)
+            path.side_backward(pt, a, *teacher_rows, grad_rt, out_t)
     poison = _poison(ps, pt)
     return (
         _features_gradient(out_s, exponent - ps.exponent, student, poison),
@@ -369,13 +340,13 @@ def row_losses(student: Tensor, teacher: Tensor, options: LossOptions, plan: Exe
 def _rank_matrix(x: Tensor, settings: str, sizes: typing.Sequence[int], hard: bool) -> Tensor:
     """(n, n) ranks of features x (n, d), zero on the diagonal."""
     call = Settings.unpack(settings, sizes)
-    stages = Stages(call)
+    path = _Path(call)
     prepared = _prepare(x, call.options.dissimilarity)
     n = x.shape[0]
     out = x.new_empty((n, n))
-    for a, b in stages.blocks(0, n):
-        d, scale = stages.side(prepared, a, b)
-        out[a:b] = insert_diagonal(stages.side_ranks(d, scale, hard), a)
+    for a, b in path.blocks(0, n):
+        d, scale = path.side(prepared, a, b)
+        out[a:b] = insert_diagonal(path.side_ranks(d, scale, hard), a)
     return out.add_(_poison(prepared))
 
 
@@ -388,14 +359,14 @@ def _(x: Tensor, *arguments: Any) -> Tensor:
 def _rank_matrix_backward(grad: Tensor, x: Tensor, settings: str, sizes: typing.Sequence[int]) -> Tensor:
     """∂L/∂x (n, d) for ∂L/∂R = grad (n, n) of the soft ranks."""
     call = Settings.unpack(settings, sizes)
-    stages = Stages(call)
+    path = _Path(call)
     prepared = _prepare(x, call.options.dissimilarity)
     g, exponent = _power_of_two_scale(grad)
     g = g.to(x.dtype)
     out = torch.zeros(prepared.features.shape, dtype=torch.float64, device=x.device)
-    for a, b in stages.blocks(0, x.shape[0]):
-        d, scale = stages.side(prepared, a, b)
-        stages.side_backward(prepared, a, d, scale, drop_diagonal(g[a:b], a), out)
+    for a, b in path.blocks(0, x.shape[0]):
+        d, scale = path.side(prepared, a, b)
+        path.side_backward(prepared, a, d, scale, drop_diagonal(g[a:b], a), out)
     return _features_gradient(out, exponent - prepared.exponent, x, _poison(prepared))
 
 
@@ -435,12 +406,12 @@ def _dissimilarity_matrix(x: Tensor, settings: str, sizes: typing.Sequence[int])
     """(n, n) dissimilarities δ(x_i, x_j) of features x (n, d), zero on the diagonal; NaN in the rows and
     columns of samples with a non-finite feature."""
     call = Settings.unpack(settings, sizes)
-    stages = Stages(call)
+    path = _Path(call)
     prepared = _prepare(x, call.options.dissimilarity)
     n = x.shape[0]
     out = x.new_empty((n, n))
-    for a, b in stages.blocks(0, n):
-        d = torch.ldexp(stages.dissimilarity_rows(prepared, a, b).to(torch.float64), prepared.distance_exponent)
+    for a, b in path.blocks(0, n):
+        d = torch.ldexp(path.dissimilarities(prepared, a, b).to(torch.float64), prepared.distance_exponent)
         out[a:b] = insert_diagonal(d.to(x.dtype), a)
     bad = ~torch.isfinite(x).all(dim=1)
     return out.masked_fill_(bad[:, None] | bad[None, :], torch.nan)
@@ -455,14 +426,14 @@ def _(x: Tensor, *arguments: Any) -> Tensor:
 def _dissimilarity_matrix_backward(grad: Tensor, x: Tensor, settings: str, sizes: typing.Sequence[int]) -> Tensor:
     """∂L/∂x (n, d) for ∂L/∂D = grad (n, n)."""
     call = Settings.unpack(settings, sizes)
-    stages = Stages(call)
+    path = _Path(call)
     prepared = _prepare(x, call.options.dissimilarity)
     g, exponent = _power_of_two_scale(grad)
     g = g.to(x.dtype)
     out = torch.zeros(prepared.features.shape, dtype=torch.float64, device=x.device)
-    for a, b in stages.blocks(0, x.shape[0]):
-        d = stages.dissimilarity_rows(prepared, a, b)
-        stages.dissimilarity_backward(prepared, a, d, drop_diagonal(g[a:b], a), out)
+    for a, b in path.blocks(0, x.shape[0]):
+        d = path.dissimilarities(prepared, a, b)
+        path.dissimilarity_backward(prepared, a, d, drop_diagonal(g[a:b], a), out)
     exponent = exponent + prepared.distance_exponent - prepared.exponent
     return _features_gradient(out, exponent, x, _poison(prepared))
 

@@ -1,5 +1,5 @@
-"""The distance policy of every fast path: prepared features, the torch dissimilarity stage, and the
-backward every dissimilarity stage shares.
+"""The distance policy of every fast path: prepared features, the torch dissimilarity stage (and its
+compiled-loop variant), and the backward every dissimilarity stage shares.
 
 One policy, the same for float32 and float64 inputs (see docs/spec.md, "Numerics"):
 
@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 
 from ..options import COSINE_NORM_EPS
+from .interfaces import DissimilarityStage
 from .layout import drop_diagonal, insert_diagonal
 
 # S <= SNAP · ε(float64) · (N_i + N_j) is rounding noise of the Gram form: it counts as 0.
@@ -111,77 +112,75 @@ def _square_rows(prepared: PreparedFeatures, start: int, end: int) -> torch.Tens
     return squares.sqrt_() if prepared.kind == "euclidean" else squares
 
 
-def candidate_rows(prepared: PreparedFeatures, start: int, end: int, loops: str = "torch") -> torch.Tensor:
-    """The torch dissimilarity stage: (end − start, n − 1) candidate dissimilarities D' of reference rows
-    start … end − 1, in the computation dtype (D = 2^u·D', u = ``prepared.distance_exponent``).
-    ``loops``: "torch", or "numba" (CPU tensors: the epilogue in one compiled pass)."""
-    if loops == "numba":
-        from .numba_loops import KIND_CODES, distance_rows
-
-        f = prepared.features
-        out = torch.empty((end - start, f.shape[0] - 1), dtype=prepared.dtype)
-        distance_rows(
-            (f[start:end] @ f.T).numpy(), prepared.norms.numpy(), start, KIND_CODES[prepared.kind], SNAP, out.numpy()
-        )
-        return out
-    return drop_diagonal(_square_rows(prepared, start, end), start).to(prepared.dtype)
-
-
 def square_matrix(prepared: PreparedFeatures) -> torch.Tensor:
     """(n, n) float64 dissimilarities D' of every pair, zero on the diagonal."""
     n = prepared.features.shape[0]
     return _square_rows(prepared, 0, n).fill_diagonal_(0.0)
 
 
-def _weights(
-    prepared: PreparedFeatures, start: int, d: torch.Tensor, grad_d: torch.Tensor, loops: str
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(W (c, n), ρ (c,), κ (n,)) of the module docstring for candidate rows d (c, n − 1) of reference rows
-    start … start + c − 1 and their gradient grad_d."""
-    c, n = d.shape[0], d.shape[1] + 1
-    cosine = prepared.kind == "cosine"
-    if loops == "numba":
+class TorchDissimilarity(DissimilarityStage):
+    """The torch dissimilarity stage: the Gram form by one matrix product per block, its epilogue and the
+    backward's weights by torch operations (any device)."""
+
+    def rows(self, prepared: PreparedFeatures, start: int, end: int) -> torch.Tensor:
+        return drop_diagonal(_square_rows(prepared, start, end), start).to(prepared.dtype)
+
+    def weights(
+        self, prepared: PreparedFeatures, start: int, d: torch.Tensor, grad_d: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(W, slopes), each (c, n) float64 with a zero diagonal, of candidate rows d (c, n − 1) and their
+        gradient grad_d: W = g/D (euclidean, 0 where D = 0), 2g (sqeuclidean) or g (cosine, divided by the
+        norms afterwards); the slopes are W, or for cosine g·(1 − D). (The same tensor when equal.)"""
+        weights = insert_diagonal(grad_d.to(torch.float64), start)
+        if prepared.kind == "sqeuclidean":
+            return weights.mul_(2.0), weights
+        if prepared.kind == "euclidean":
+            dissimilarities = insert_diagonal(d.to(torch.float64), start)
+            positive = dissimilarities > 0
+            weights = torch.where(positive, weights / torch.where(positive, dissimilarities, 1.0), 0.0)
+            return weights, weights
+        return weights, weights * insert_diagonal(1.0 - d.to(torch.float64), start)
+
+    def accumulate_gradient(
+        self, prepared: PreparedFeatures, start: int, d: torch.Tensor, grad_d: torch.Tensor, out: torch.Tensor
+    ) -> None:
+        """The matrix-product backward of the module docstring, shared by every dissimilarity stage."""
+        f = prepared.features
+        c = d.shape[0]
+        rows = f[start : start + c]
+        weights, slopes = self.weights(prepared, start, d, grad_d)
+        row_sums, column_sums = slopes.sum(dim=1), slopes.sum(dim=0)
+        if prepared.kind == "cosine":
+            a = prepared.norms
+            live = (a > COSINE_NORM_EPS).to(torch.float64)
+            row_sums = row_sums * live[start : start + c] / a[start : start + c].square()
+            column_sums = column_sums * live / a.square()
+            weights = weights.div_(a[start : start + c, None]).div_(a[None, :])
+        # In place, one pass over ``out`` each: its (n, p) update is the same size for any block.
+        out[start : start + c].addcmul_(rows, row_sums[:, None]).addmm_(weights, f, alpha=-1.0)
+        out.addcmul_(f, column_sums[:, None]).addmm_(weights.T, rows, alpha=-1.0)
+
+
+class NumbaDissimilarity(TorchDissimilarity):
+    """The torch dissimilarity stage with its epilogue and the backward's weights as compiled loops (CPU
+    tensors, numba installed): one pass over each block instead of several."""
+
+    def rows(self, prepared: PreparedFeatures, start: int, end: int) -> torch.Tensor:
+        from .numba_loops import KIND_CODES, distance_rows
+
+        f = prepared.features
+        out = torch.empty((end - start, f.shape[0] - 1), dtype=prepared.dtype)
+        gram = (f[start:end] @ f.T).numpy()
+        distance_rows(gram, prepared.norms.numpy(), start, KIND_CODES[prepared.kind], SNAP, out.numpy())
+        return out
+
+    def weights(
+        self, prepared: PreparedFeatures, start: int, d: torch.Tensor, grad_d: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         from .numba_loops import KIND_CODES, distance_weights
 
+        c, n = d.shape[0], d.shape[1] + 1
         weights = torch.empty((c, n), dtype=torch.float64)
-        slopes = torch.empty((c, n), dtype=torch.float64) if cosine else weights
+        slopes = torch.empty((c, n), dtype=torch.float64) if prepared.kind == "cosine" else weights
         distance_weights(d.numpy(), grad_d.numpy(), start, KIND_CODES[prepared.kind], weights.numpy(), slopes.numpy())
-    else:
-        weights = insert_diagonal(grad_d.to(torch.float64), start)
-        slopes = weights
-        if prepared.kind == "sqeuclidean":
-            weights.mul_(2.0)
-        elif prepared.kind == "euclidean":
-            distances = insert_diagonal(d.to(torch.float64), start)
-            positive = distances > 0
-            weights = torch.where(positive, weights / torch.where(positive, distances, 1.0), 0.0)
-            slopes = weights
-        else:
-            slopes = weights * insert_diagonal(1.0 - d.to(torch.float64), start)
-    row_sums, column_sums = slopes.sum(dim=1), slopes.sum(dim=0)
-    if cosine:
-        a = prepared.norms
-        live = (a > COSINE_NORM_EPS).to(torch.float64)
-        row_sums = row_sums * live[start : start + c] / a[start : start + c].square()
-        column_sums = column_sums * live / a.square()
-        weights = weights.div_(a[start : start + c, None]).div_(a[None, :])
-    return weights, row_sums, column_sums
-
-
-def accumulate_gradient(
-    prepared: PreparedFeatures,
-    start: int,
-    d: torch.Tensor,
-    grad_d: torch.Tensor,
-    out: torch.Tensor,
-    loops: str = "torch",
-) -> None:
-    """Add ∂L/∂(prepared features) to ``out`` (n, p) float64, from candidate rows d (c, n − 1) of reference
-    rows start … start + c − 1 and their gradient grad_d = ∂L/∂d (module docstring). ``loops``: "torch",
-    or "numba" (CPU tensors: the weights in one compiled pass)."""
-    f = prepared.features
-    rows = f[start : start + d.shape[0]]
-    weights, row_sums, column_sums = _weights(prepared, start, d, grad_d, loops)
-    # In place, one pass over ``out`` each: its (n, p) update is the same size for any block.
-    out[start : start + d.shape[0]].addcmul_(rows, row_sums[:, None]).addmm_(weights, f, alpha=-1.0)
-    out.addcmul_(f, column_sums[:, None]).addmm_(weights.T, rows, alpha=-1.0)
+        return weights, slopes
