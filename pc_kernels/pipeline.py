@@ -1,23 +1,24 @@
-"""The pipeline every fast path runs: a dissimilarity stage and a rank stage over blocks of reference rows,
-with the row scale, the discrepancy and all their backwards written once.
+"""The pipeline every fast path runs: the stages of a call (``stages/registry.py``) over blocks of reference
+rows, forward and backward, written once for every path.
 
-For each block of reference rows [a, b) and each side (student; teacher):
+For each block of reference rows [a, b) and each side (student; teacher), with the stage interfaces of
+``stages/interfaces.py``:
 
-    prepared features ──dissimilarity stage──▶ d (c, n − 1) ──row scale──▶ factor c ──rank stage──▶ R
-    (distances.py)       torch | triton                       (row_scale.py)          dense | triton | binned
-                                                                                      (hard_ranks.py for
-                                                                                       hard teacher ranks)
-    R^S, R^T ──discrepancy──▶ ℓ (c,)
+    prepared features ──DissimilarityStage──▶ d (c, n − 1) ──RowScaleStage──▶ factor c ──RankStage──▶ R
+    (distances.prepare)                                                              (hard_ranks.py for
+                                                                                      hard teacher ranks)
+    R^S, R^T ──Discrepancy──▶ ℓ (c,)
 
 and backward, block by block, in the reverse order: ∂ℓ → ∂R (discrepancy) → ∂y (rank stage) → ∂d (row
-scale) → ∂features (the distance policy's matrix products). The forward keeps for the backward what
+scale) → ∂features (the dissimilarity policy's matrix products). The forward keeps for the backward what
 the plan allows within its memory budget: both sides' ranks (always for the dense algorithm), then the
 student's dissimilarities; whatever it does not keep, the backward recomputes block by block. What is
 O(n (p + q)), both sides' prepared features and the student's row statistics, is always kept.
 
 Each entry point is a ``torch.library`` custom op with a fake implementation and a registered autograd
-formula, so ``torch.compile(fullgraph=True)`` treats a whole loss (or rank or dissimilarity matrix) as
-one node, on CPU as on CUDA. Their backwards are first-order only: differentiating a gradient again
+formula, taking the call's settings (options and plan) as one record (``settings.py``), so
+``torch.compile(fullgraph=True)`` treats a whole loss (or rank or dissimilarity matrix) as one node, on
+CPU as on CUDA. Their backwards are first-order only: differentiating a gradient again
 raises an error naming double backward and the reference backend, which supports it.
 
 Numerics (docs/spec.md, "Numerics"), kept here once for every path:
@@ -99,7 +100,7 @@ class _Path:
         when given)."""
         row_scale = self.stages.row_scale
         statistics = row_scale.statistics(d) if statistics is None else statistics
-        return d, row_scale.scale(statistics, prepared.distance_exponent, d.dtype)
+        return d, row_scale.scale(statistics, prepared.unit_exponent, d.dtype)
 
     def side(self, prepared: distances.PreparedFeatures, a: int, b: int) -> tuple[Tensor, RowScale]:
         """One side's candidate dissimilarities of rows [a, b) and their row scale."""
@@ -411,7 +412,7 @@ def _dissimilarity_matrix(x: Tensor, settings: str, sizes: typing.Sequence[int])
     n = x.shape[0]
     out = x.new_empty((n, n))
     for a, b in path.blocks(0, n):
-        d = torch.ldexp(path.dissimilarities(prepared, a, b).to(torch.float64), prepared.distance_exponent)
+        d = torch.ldexp(path.dissimilarities(prepared, a, b).to(torch.float64), prepared.unit_exponent)
         out[a:b] = insert_diagonal(d.to(x.dtype), a)
     bad = ~torch.isfinite(x).all(dim=1)
     return out.masked_fill_(bad[:, None] | bad[None, :], torch.nan)
@@ -434,7 +435,7 @@ def _dissimilarity_matrix_backward(grad: Tensor, x: Tensor, settings: str, sizes
     for a, b in path.blocks(0, x.shape[0]):
         d = path.dissimilarities(prepared, a, b)
         path.dissimilarity_backward(prepared, a, d, drop_diagonal(g[a:b], a), out)
-    exponent = exponent + prepared.distance_exponent - prepared.exponent
+    exponent = exponent + prepared.unit_exponent - prepared.exponent
     return _features_gradient(out, exponent, x, _poison(prepared))
 
 

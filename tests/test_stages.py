@@ -77,7 +77,7 @@ def _reference_rows(x: torch.Tensor, kind: str, start: int, end: int) -> torch.T
 
 
 def _in_input_units(prepared: distances.PreparedFeatures, d: torch.Tensor) -> torch.Tensor:
-    return torch.ldexp(d.to(torch.float64), prepared.distance_exponent)
+    return torch.ldexp(d.to(torch.float64), prepared.unit_exponent)
 
 
 @pytest.mark.parametrize("loops", LOOPS)
@@ -93,7 +93,7 @@ def test_distance_rows_match_the_reference_in_input_units(kind: str, loops: str)
     torch.testing.assert_close(_in_input_units(prepared, d), _reference_rows(x, kind, 4, 11), rtol=1e-12, atol=1e-12)
     square = distances.square_matrix(prepared)
     torch.testing.assert_close(
-        torch.ldexp(square, prepared.distance_exponent),
+        torch.ldexp(square, prepared.unit_exponent),
         reference.pairwise_dissimilarity(x, kind),
         rtol=1e-12,
         atol=1e-12,
@@ -321,7 +321,7 @@ def test_row_std_factor_and_backward_match_autograd(tau: float, loops: str) -> N
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
 
 
-def test_no_normalization_factor_is_two_to_the_distance_exponent_over_tau() -> None:
+def test_no_normalization_factor_is_two_to_the_unit_exponent_over_tau() -> None:
     d = random_features(4, 5, seed=16).abs()
     grad_y = random_features(4, 5, seed=17)
     scale = _scale(d, 0.25, "none", torch.tensor(3, dtype=torch.int32))

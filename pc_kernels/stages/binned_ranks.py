@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
@@ -60,6 +60,8 @@ from .row_scale import RowScale
 
 if TYPE_CHECKING:
     from ..settings import Settings
+
+T = TypeVar("T", torch.Tensor, float)
 
 # (27/512)·max|σ''''| and (27/512)·max|σ'''''|: bounds on one pair's term per h⁴ (module docstring).
 RANK_ERROR_CONSTANT = 27.0 / 512.0 * 0.12768392196780176
@@ -78,17 +80,20 @@ def automatic_spacing(w: int) -> float:
     return (RANK_TOLERANCE * (w - 1) / (w * RANK_ERROR_CONSTANT)) ** 0.25
 
 
-def lagrange_weights(fraction: torch.Tensor) -> torch.Tensor:
-    """The cubic Lagrange basis ℓ_{−1}, ℓ_0, ℓ_1, ℓ_2 at positions f ∈ [0, 1] between nodes 0 and 1: (4, *f.shape)."""
-    f = fraction
-    return torch.stack(
-        (
-            -f * (f - 1.0) * (f - 2.0) / 6.0,
-            (f + 1.0) * (f - 1.0) * (f - 2.0) / 2.0,
-            -(f + 1.0) * f * (f - 2.0) / 2.0,
-            (f + 1.0) * f * (f - 1.0) / 6.0,
-        )
+def cubic_basis(f: T) -> tuple[T, T, T, T]:
+    """The cubic Lagrange basis ℓ_{−1}, ℓ_0, ℓ_1, ℓ_2 on nodes −1, 0, 1, 2 at positions f ∈ [0, 1] between
+    nodes 0 and 1: written once for torch tensors and, compiled by numba, for the loops' float64 scalars."""
+    return (
+        -f * (f - 1.0) * (f - 2.0) / 6.0,
+        (f + 1.0) * (f - 1.0) * (f - 2.0) / 2.0,
+        -(f + 1.0) * f * (f - 2.0) / 2.0,
+        (f + 1.0) * f * (f - 1.0) / 6.0,
     )
+
+
+def lagrange_weights(fraction: torch.Tensor) -> torch.Tensor:
+    """The cubic Lagrange basis at positions ``fraction`` (``cubic_basis``), stacked: (4, *fraction.shape)."""
+    return torch.stack(cubic_basis(fraction))
 
 
 def _closed_offsets(d: torch.Tensor, factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

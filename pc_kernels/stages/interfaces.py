@@ -47,7 +47,7 @@ class DissimilarityStage(Stage, ABC):
     @abstractmethod
     def rows(self, prepared: PreparedFeatures, start: int, end: int) -> torch.Tensor:
         """(end − start, n − 1) candidate dissimilarities D' of reference rows start … end − 1, in the
-        computation dtype ``prepared.dtype``, in units of 2^u (u = ``prepared.distance_exponent``)."""
+        computation dtype ``prepared.dtype``, in units of 2^u (u = ``prepared.unit_exponent``)."""
 
     @abstractmethod
     def accumulate_gradient(

@@ -26,7 +26,7 @@ with no s term where s = 0 (a row of equal values; sqrt has no derivative there)
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 import torch
 
@@ -35,6 +35,8 @@ from .interfaces import RowScaleStage
 
 if TYPE_CHECKING:
     from ..settings import Settings
+
+T = TypeVar("T", torch.Tensor, float)
 
 
 class RowScale(NamedTuple):
@@ -82,18 +84,25 @@ def row_statistics(d: torch.Tensor) -> torch.Tensor:
     return torch.stack((mean, var.sqrt(), low.to(torch.float64), high.to(torch.float64)), dim=1)
 
 
+def std_coefficient(grad_factor: T, factor: T, std: T, w: int) -> T:
+    """κ = (∂L/∂c)(∂c/∂s)/(w s) = −(Σ_k d_k ∂L/∂y_k)·c / ((s + 1e-12)·w·s), the coefficient of (d_j − μ) in
+    ∂L/∂d_j (module docstring): written once for torch tensors and, compiled by numba, for the loops'
+    float64 scalars."""
+    return -grad_factor * factor / ((std + ROW_STD_EPS) * w * std)
+
+
 def _live(scale: RowScale) -> torch.Tensor:
     """(m,) bool: the rows whose factor depends on their standard deviation (module docstring)."""
     return (scale.normalize == "row_std") & (scale.std > 0) & ~scale.clamped
 
 
 def row_scale(
-    statistics: torch.Tensor, tau: float, normalize: str, distance_exponent: torch.Tensor, dtype: torch.dtype
+    statistics: torch.Tensor, tau: float, normalize: str, unit_exponent: torch.Tensor, dtype: torch.dtype
 ) -> RowScale:
     """The factors (module docstring) of rows with the given ``row_statistics``, in ``dtype``."""
     if normalize == "none":
         inverse_tau = torch.full_like(statistics[:, 0], 1.0 / tau)
-        factor, clamped = _clamped(torch.ldexp(inverse_tau, distance_exponent), dtype)
+        factor, clamped = _clamped(torch.ldexp(inverse_tau, unit_exponent), dtype)
     else:
         factor, clamped = _clamped(1.0 / (tau * (statistics[:, 1] + ROW_STD_EPS)), dtype)
     return RowScale(factor, clamped, statistics, normalize)
@@ -107,9 +116,8 @@ def row_scale_backward(d: torch.Tensor, scale: RowScale, grad_y: torch.Tensor) -
     if scale.normalize == "none":
         return grad.to(d.dtype)
     d64 = d.to(torch.float64)
-    w = d.shape[1]
     grad_factor = (d64 * grad_y.to(torch.float64)).sum(dim=1)
-    coefficient = -grad_factor * factor / ((scale.std + ROW_STD_EPS) * w * torch.where(live, scale.std, 1.0))
+    coefficient = std_coefficient(grad_factor, factor, torch.where(live, scale.std, 1.0), d.shape[1])
     coefficient = torch.where(live, coefficient, 0.0)
     return grad.add_((d64 - scale.mean[:, None]).mul_(coefficient[:, None])).to(d.dtype)
 

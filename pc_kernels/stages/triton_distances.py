@@ -1,5 +1,5 @@
 """The Triton dissimilarity stage: candidate rows by the fused kernel of ``kernels/dissimilarity.py``
-(the distance policy of ``distances.py``, whose matrix-product backward it shares)."""
+(the dissimilarity policy of ``distances.py``, whose matrix-product backward it shares)."""
 
 from __future__ import annotations
 
@@ -13,4 +13,5 @@ class TritonDissimilarity(TorchDissimilarity):
     """Candidate rows by one fused kernel per block; the backward is the torch stage's."""
 
     def rows(self, prepared: PreparedFeatures, start: int, end: int) -> torch.Tensor:
-        return dissimilarity_forward(prepared.features, prepared.norms, prepared.kind, start, end, SNAP, prepared.dtype)
+        f, norms = prepared.features, prepared.norms
+        return dissimilarity_forward(f, norms, prepared.dissimilarity, start, end, SNAP, prepared.dtype)
