@@ -203,8 +203,9 @@ def coherence_loss(
     student's dissimilarities if ``plan.keep_distances``, (m, n − 1) each ((0, n − 1) placeholders
     otherwise), and, always, everything of size O(n (p + q)): the student's row statistics (m, 4) and both
     sides' prepared features (``distances.pack``)."""
-    options, plan = Settings.unpack(settings, sizes)
-    path = _Path(Settings(options, plan))
+    call = Settings.unpack(settings, sizes)
+    options, plan = call
+    path = _Path(call)
     hard_teacher = options.teacher_ranks == "hard"
     ps, pt = _prepare(student, options.dissimilarity), _prepare(teacher, options.dissimilarity)
     (row_start, row_end), w = plan.rows, student.shape[0] - 1
@@ -258,8 +259,9 @@ def coherence_loss_backward(
     teacher_grad: bool,
 ) -> tuple[Tensor, Tensor]:
     """(∂L/∂student, ∂L/∂teacher) for ∂L/∂ℓ = grad_losses; an empty tensor for a side not asked for."""
-    options, plan = Settings.unpack(settings, sizes)
-    path = _Path(Settings(options, plan))
+    call = Settings.unpack(settings, sizes)
+    options, plan = call
+    path = _Path(call)
     hard_teacher = options.teacher_ranks == "hard"
     ps = distances.unpack(prepared_s, options.dissimilarity, student.dtype)
     pt = distances.unpack(prepared_t, options.dissimilarity, teacher.dtype)

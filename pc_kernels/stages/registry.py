@@ -53,11 +53,12 @@ DISCREPANCIES = {
 
 @functools.cache
 def load(entry: str) -> type:
+    """The class an entry ("module.Class" of this package) names, its module imported on first use."""
     module, name = entry.rsplit(".", 1)
     return getattr(importlib.import_module(f"{__package__}.{module}"), name)
 
 
-def entry(registry: dict, name: str, loops: str) -> str:
+def chosen(registry: dict, name: str, loops: str) -> str:
     """The entry registered for (name, loops), or for (name, "torch") when the stage has no compiled loops."""
     return registry.get((name, loops)) or registry[(name, "torch")]
 
@@ -87,8 +88,8 @@ def build(settings: Settings) -> Stages:
     """The stages the call's plan and options chose, made from its settings."""
     plan, loops = settings.plan, settings.plan.loops
     return Stages(
-        make(entry(DISSIMILARITY_STAGES, plan.distance_stage, loops), DissimilarityStage, settings),
+        make(chosen(DISSIMILARITY_STAGES, plan.distance_stage, loops), DissimilarityStage, settings),
         make(ROW_SCALE_STAGES[loops], RowScaleStage, settings),
-        make(entry(RANK_STAGES, plan.rank_stage, loops), RankStage, settings),
+        make(chosen(RANK_STAGES, plan.rank_stage, loops), RankStage, settings),
         make(DISCREPANCIES[settings.options.discrepancy], Discrepancy, settings),
     )
