@@ -291,4 +291,4 @@ def pairwise_dissimilarity(features: torch.Tensor, kind: str = "euclidean", *, b
     with torch.autocast(device_type=x.device.type, enabled=False):
         if plan.backend == "reference":
             return reference.pairwise_dissimilarity(x, kind)
-        return pipeline.dissimilarity_matrix(x, kind, plan)
+        return pipeline.dissimilarity_matrix(x, options, plan)

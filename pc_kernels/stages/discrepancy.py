@@ -1,5 +1,6 @@
 """The per-reference discrepancy of docs/spec.md between student and teacher ranks, forward and backward, for every
-fast path. Rows of rank candidates R^S, R^T (m, w), population moments over the w = n − 1 candidates:
+fast path: one ``Discrepancy`` per value of the option. Rows of rank candidates R^S, R^T (m, w), population
+moments over the w = n − 1 candidates:
 
     "mse":       ℓ = (1/w) Σ_j (R^S_j − R^T_j)²
                  ∂ℓ/∂R^S_j = 2 (R^S_j − R^T_j) / w = −∂ℓ/∂R^T_j
@@ -12,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from ..options import SPEARMAN_EPS
+from .interfaces import Discrepancy
 
 
 def _moments(rs: torch.Tensor, rt: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -21,25 +23,32 @@ def _moments(rs: torch.Tensor, rt: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return us, ut, var_s, var_t, cov, torch.sqrt(var_s * var_t + SPEARMAN_EPS)
 
 
-def discrepancy(rs: torch.Tensor, rt: torch.Tensor, kind: str) -> torch.Tensor:
-    """ℓ (m,) from student and teacher ranks (m, w)."""
-    if kind == "mse":
+class MeanSquaredError(Discrepancy):
+    """``discrepancy="mse"``."""
+
+    def losses(self, rs: torch.Tensor, rt: torch.Tensor) -> torch.Tensor:
         return (rs - rt).square().mean(dim=1)
-    *_, cov, root = _moments(rs, rt)
-    return 1.0 - cov / root
 
-
-def discrepancy_backward(
-    rs: torch.Tensor, rt: torch.Tensor, grad_losses: torch.Tensor, kind: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(∂L/∂R^S, ∂L/∂R^T), each (m, w), for ∂L/∂ℓ = grad_losses (m,)."""
-    w = rs.shape[1]
-    if kind == "mse":
-        grad_s = (rs - rt).mul_((2.0 / w) * grad_losses[:, None])
+    def backward(
+        self, rs: torch.Tensor, rt: torch.Tensor, grad_losses: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        grad_s = (rs - rt).mul_((2.0 / rs.shape[1]) * grad_losses[:, None])
         return grad_s, -grad_s
-    us, ut, var_s, var_t, cov, root = _moments(rs, rt)
-    g = (grad_losses / (w * root))[:, None]
-    common = (cov / (root * root))[:, None]
-    grad_s = g * (common * var_t[:, None] * us - ut)
-    grad_t = g * (common * var_s[:, None] * ut - us)
-    return grad_s, grad_t
+
+
+class Spearman(Discrepancy):
+    """``discrepancy="spearman"``."""
+
+    def losses(self, rs: torch.Tensor, rt: torch.Tensor) -> torch.Tensor:
+        *_, cov, root = _moments(rs, rt)
+        return 1.0 - cov / root
+
+    def backward(
+        self, rs: torch.Tensor, rt: torch.Tensor, grad_losses: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        us, ut, var_s, var_t, cov, root = _moments(rs, rt)
+        g = (grad_losses / (rs.shape[1] * root))[:, None]
+        common = (cov / (root * root))[:, None]
+        grad_s = g * (common * var_t[:, None] * us - ut)
+        grad_t = g * (common * var_s[:, None] * ut - us)
+        return grad_s, grad_t

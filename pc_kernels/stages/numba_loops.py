@@ -4,9 +4,9 @@ Each function computes what the torch code it replaces computes, with the same o
 order (the int64 grid deposits come out identical; sums may differ in the last bit where torch fuses a
 multiply-add), one reference row per parallel iteration:
 
-    distance_rows      the distance policy's epilogue: Gram rows → candidate dissimilarities
+    distance_rows      the dissimilarity policy's epilogue: Gram rows → candidate dissimilarities
                        (stages/distances.py, ``_square_rows`` + ``drop_diagonal``)
-    distance_weights   the weights W (and cosine's slopes) of the distance backward, diagonal inserted
+    distance_weights   the weights W (and cosine's slopes) of the dissimilarity backward, diagonal inserted
                        (stages/distances.py, ``accumulate_gradient``)
     row_statistics     each row's mean, population standard deviation, minimum and maximum, in float64
                        (stages/row_scale.py)
@@ -25,7 +25,8 @@ other threads: a 128-sample training step with torch on 1 thread took 64 ms inst
 2-core machine. The serial compilation is not cached on disk (numba's cache cannot tell it from the
 parallel one): it compiles on a process's first single-threaded call, in about a second per algorithm.
 
-Imported only when the plan chooses them (numba installed, CPU tensors); the torch code is the fallback.
+Imported only by the stages' numba implementations (``registry.py``), which the plan chooses for CPU
+tensors with numba installed; the torch implementations are the fallback.
 """
 
 from __future__ import annotations
@@ -39,10 +40,11 @@ import numba
 import numpy as np
 import torch
 
-from ..options import ROW_STD_EPS
+from .binned_ranks import cubic_basis
+from .row_scale import std_coefficient
 
 EUCLIDEAN, SQEUCLIDEAN, COSINE = 0, 1, 2
-KIND_CODES = {"euclidean": EUCLIDEAN, "sqeuclidean": SQEUCLIDEAN, "cosine": COSINE}
+DISSIMILARITY_CODES = {"euclidean": EUCLIDEAN, "sqeuclidean": SQEUCLIDEAN, "cosine": COSINE}
 
 Loop = TypeVar("Loop", bound=Callable[..., None])
 
@@ -150,14 +152,10 @@ def row_largest(values, largest):
         largest[r] = biggest
 
 
-@numba.njit(inline="always")
-def _basis(f):
-    return (
-        -f * (f - 1.0) * (f - 2.0) / 6.0,
-        (f + 1.0) * (f - 1.0) * (f - 2.0) / 2.0,
-        -(f + 1.0) * f * (f - 2.0) / 2.0,
-        (f + 1.0) * f * (f - 1.0) / 6.0,
-    )
+# Numba's cache tracks the source of this file only: after editing a function compiled from another module
+# (the basis, the row scale's coefficient), delete the cache (__pycache__/*.nbi, *.nbc).
+_basis = numba.njit(inline="always")(cubic_basis)
+_std_coefficient = numba.njit(inline="always")(std_coefficient)
 
 
 @numba.njit(inline="always")
@@ -253,8 +251,8 @@ def read_gradient(d, low, per_node, offsets, affine, nodes, smoothed, grad_ranks
 @_on_torch_threads
 @numba.njit(parallel=True, cache=True)
 def row_scale_backward(d, grad_y, factor, mean, std, live, out):
-    """out[r, j] = c_r g_j + κ_r (d_j − μ_r), κ_r = −(Σ_k d_k g_k)·c_r / ((s_r + ε)·w·s_r) on live rows
-    (s_r > 0, c_r not clamped) and 0 elsewhere, for g = ∂L/∂y (stages/row_scale.py)."""
+    """out[r, j] = c_r g_j + κ_r (d_j − μ_r), κ_r = ``std_coefficient`` on live rows (s_r > 0, c_r not
+    clamped) and 0 elsewhere, for g = ∂L/∂y (stages/row_scale.py)."""
     m, w = d.shape
     for r in numba.prange(m):
         coefficient = 0.0
@@ -262,6 +260,6 @@ def row_scale_backward(d, grad_y, factor, mean, std, live, out):
             weighted = 0.0
             for j in range(w):
                 weighted += np.float64(d[r, j]) * np.float64(grad_y[r, j])
-            coefficient = -weighted * factor[r] / ((std[r] + ROW_STD_EPS) * w * std[r])
+            coefficient = _std_coefficient(weighted, factor[r], std[r], w)
         for j in range(w):
             out[r, j] = factor[r] * np.float64(grad_y[r, j]) + coefficient * (np.float64(d[r, j]) - mean[r])
