@@ -119,11 +119,12 @@ def candidate_rows(prepared: PreparedFeatures, start: int, end: int, loops: str 
         from .numba_loops import KIND_CODES, distance_rows
 
         f = prepared.features
-        out = torch.empty((end - start, f.shape[0] - 1), dtype=prepared.dtype)
+        euclidean = prepared.kind == "euclidean"  # the loop gives S; torch's square root is correctly rounded
+        out = torch.empty((end - start, f.shape[0] - 1), dtype=torch.float64 if euclidean else prepared.dtype)
         distance_rows(
             (f[start:end] @ f.T).numpy(), prepared.norms.numpy(), start, KIND_CODES[prepared.kind], SNAP, out.numpy()
         )
-        return out
+        return out.sqrt_().to(prepared.dtype) if euclidean else out
     return drop_diagonal(_square_rows(prepared, start, end), start).to(prepared.dtype)
 
 

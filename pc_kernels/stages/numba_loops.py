@@ -2,7 +2,14 @@
 
 Each function computes what the torch code it replaces computes, with the same operations in the same
 order (the int64 grid deposits come out identical; sums may differ in the last bit where torch fuses a
-multiply-add), one reference row per parallel iteration:
+multiply-add), one reference row per parallel iteration. Where the contract needs exact results (the
+distances, whose ties must stay ties, and the grid positions), a loop uses only +, −, ×, / and
+comparisons, which IEEE 754 rounds correctly and numba never contracts into fused multiply-adds (it
+compiles without fast-math flags), so they come out the same on any x86-64 CPU: the euclidean square
+root is left to torch, because LLVM may vectorize a loop's square roots into calls to a vector math
+library (Intel's SVML, in llvmlite builds that link it) that are not correctly rounded, and a vector
+body next to a scalar remainder would then give equal squares unequal roots.
+tests/test_cpu_portability.py checks the compiled code for every x86-64 target it names.
 
     distance_rows      the distance policy's epilogue: Gram rows → candidate dissimilarities
                        (stages/distances.py, ``_square_rows`` + ``drop_diagonal``)
@@ -70,7 +77,8 @@ def _on_torch_threads(loop: Loop) -> Loop:
 @_on_torch_threads
 @numba.njit(parallel=True, cache=True)
 def distance_rows(gram, norms, start, kind, snap, out):
-    """out[r, j − (j > i)] = D'_ij for i = start + r and every j != i, from Gram rows (c, n) float64."""
+    """out[r, j − (j > i)] = D'_ij for i = start + r and every j != i, from Gram rows (c, n) float64;
+    for the euclidean kind the squared distances S_ij, whose square root the caller takes."""
     c, n = gram.shape
     for r in numba.prange(c):
         i = start + r
@@ -85,7 +93,7 @@ def distance_rows(gram, norms, start, kind, snap, out):
                 squared = total + (-2.0 * gram[r, j])
                 if squared <= total * snap:
                     squared = 0.0
-                out[r, column] = math.sqrt(squared) if kind == EUCLIDEAN else squared
+                out[r, column] = squared
 
 
 @_on_torch_threads
