@@ -86,7 +86,7 @@ class LossOptions:
     chunk_rows: int | None = _option(
         None,
         "None, or an int >= 1",
-        "reference rows per block of the pipeline (None: from a memory budget)",
+        "reference rows per block of the pipeline, rounded up to a multiple of 64 (None: from a memory budget)",
         agreed=False,
     )
     distributed: bool = _option(

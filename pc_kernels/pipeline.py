@@ -73,9 +73,15 @@ _accumulate_gradient = _stage("dissimilarity_backward")(distances.accumulate_gra
 
 
 def _blocks(start: int, end: int, size: int) -> Iterator[tuple[int, int]]:
-    """Blocks [a, b) of at most ``size`` reference rows covering [start, end)."""
-    for a in range(start, end, size):
-        yield a, min(a + size, end)
+    """Blocks [a, b) covering [start, end) made of whole tiles of the distance stage (``distances.gram_tiles``),
+    so that no result depends on the blocks: ``size`` rounded up to a multiple of ``distances.GRAM_ROWS``
+    reference rows, each block ending on such a multiple (or at ``end``)."""
+    tiles = -(-size // distances.GRAM_ROWS)
+    a = start
+    while a < end:
+        b = min(end, (a // distances.GRAM_ROWS + tiles) * distances.GRAM_ROWS)
+        yield a, b
+        a = b
 
 
 @_stage("dissimilarity")

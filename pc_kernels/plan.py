@@ -186,7 +186,8 @@ class ExecutionPlan:
         distance_stage: "torch", "triton" or "reference".
         rank_stage: "dense", "triton", "binned" or "reference".
         rows: the reference rows [start, end) computed.
-        block_rows: reference rows the pipeline runs through all stages at once.
+        block_rows: reference rows the pipeline runs through all stages at once (``chunk_rows`` as given; the
+            pipeline rounds it up to whole tiles of ``stages.distances.GRAM_ROWS`` rows).
         tile_rows: rows per tile of the dense torch rank stage's workspace.
         keep_ranks: whether the forward keeps both sides' ranks for the backward (always for the dense
             algorithm; for the binned one within the memory budget, else the backward recomputes them).
