@@ -84,8 +84,10 @@ def _bytes_setting(environ: Mapping[str, str], name: str, default: int) -> int:
     value = environ.get(name)
     if value is None:
         return default
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"{name} must be a positive integer (bytes); got {value!r}")
+    # ASCII digits only: str.isdigit and int() also take other scripts' digits ("²", "٣"), which int() refuses
+    # or reads as a number nobody typed.
+    if re.fullmatch("[0-9]+", value) is None or int(value) < 1:
+        raise ValueError(f"{name} must be a positive integer (bytes, in the ASCII digits 0-9); got {value!r}")
     return int(value)
 
 

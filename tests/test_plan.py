@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import pc_kernels
-from helpers import random_features
+from helpers import cpu_backends, random_features
 from pc_kernels import plan as plan_module
 from pc_kernels.options import LossOptions
 from pc_kernels.plan import resolve_plan
@@ -105,6 +105,30 @@ def test_the_dense_workspace_comes_from_the_environment_or_the_default():
             ValueError, match=f"PC_KERNELS_TORCH_WORKSPACE_BYTES must be a positive integer.*{re.escape(bad)}"
         ):
             _plan(environ={"PC_KERNELS_TORCH_WORKSPACE_BYTES": bad})
+
+
+# Digits of other scripts, which str.isdigit accepts and int() refuses ("²") or reads ("٣", "１").
+NON_ASCII_DIGITS = ["²", "1²", "٣", "１", "৪০৯৬"]
+
+
+@pytest.mark.parametrize("value", NON_ASCII_DIGITS)
+@pytest.mark.parametrize(
+    "variable, backend",
+    [
+        ("PC_KERNELS_TORCH_WORKSPACE_BYTES", "torch"),
+        ("PC_KERNELS_TORCH_WORKSPACE_BYTES", "triton"),
+        ("PC_KERNELS_REFERENCE_MEMORY_LIMIT", "reference"),
+    ],
+)
+def test_byte_variables_accept_only_ascii_digits(monkeypatch, variable: str, backend: str, value: str) -> None:
+    """Through the loss, on every backend that reads the variable: a ValueError naming the variable, the
+    value and the ASCII digits, never int()'s message."""
+    if backend not in cpu_backends():
+        pytest.skip(f"backend {backend!r} does not run on CPU here")
+    monkeypatch.setenv(variable, value)
+    student, teacher = random_features(6, 3, seed=1), random_features(6, 2, seed=2)
+    with pytest.raises(ValueError, match=f"{variable} must be a positive integer .*ASCII digits.*{re.escape(value)}"):
+        pc_kernels.perception_coherence_loss(student, teacher, backend=backend)
 
 
 def test_what_the_forward_keeps_follows_the_budget(monkeypatch):
