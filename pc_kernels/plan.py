@@ -75,9 +75,23 @@ REFERENCE_MEMORY_BYTES = 4 * 2**30
 _OTHER_DEVICE_BYTES = 128 * 2**20
 # (rows, n)-sized float64 temporaries one block row of the pipeline holds at once, both sides.
 _BLOCK_TEMPORARIES = 12
-# (n, n, n) tensors of the reference per soft side, autograd's saved tensors included
-# (measured: about 6 n³ buffers for fwd+bwd with two soft sides, at n = 256 and 384).
-_REFERENCE_CUBES_PER_SIDE = 3
+# The reference's (n, n, n) tensors (reference.ranks_from_scaled), in bytes per n³ for an itemsize s: one
+# rank matrix holds at its peak z, σ(z) (or the Heaviside terms), the bool mask k_valid, the mask cast to
+# the dtype for the product, and the product: 4s + 1; autograd keeps σ(z) and the mask of every soft rank
+# matrix built before the last (s + 1 each). A hard rank matrix has the same peak: it builds the same
+# tensors, without gradient. The backward's temporaries (the mask cast again, σ' and the gradient of z)
+# stay below the forward's peak. CPU allocators keep freed blocks of that size for reuse (glibc: below its
+# 32 MiB mmap threshold), so the process grows by up to REFERENCE_ALLOCATOR_SLACK times the live peak
+# (measured: fwd+bwd of every option combination at n = 140, float32 and float64, tests/test_memory.py).
+REFERENCE_ALLOCATOR_SLACK = 2.5
+
+
+def reference_memory_bytes(n: int, features: int, dtype: torch.dtype, rank_matrices: int) -> int:
+    """The memory backend="reference" may need for ``rank_matrices`` (n, n) rank matrices of n samples with at
+    most ``features`` features, in ``dtype`` (see the comment above); (n, n, features) differences otherwise."""
+    s = torch.finfo(dtype).bits // 8
+    cubes = 0 if rank_matrices == 0 else (rank_matrices - 1) * (s + 1) + 4 * s + 1
+    return int(REFERENCE_ALLOCATOR_SLACK * max(cubes * n**3, 2 * n * n * features * 8))
 
 
 def _bytes_setting(environ: Mapping[str, str], name: str, default: int) -> int:
@@ -227,7 +241,9 @@ class ExecutionPlan:
 def _reference_plan(
     options: LossOptions, n: int, d: int, dtype: torch.dtype, soft_sides: int, environ: Mapping[str, str]
 ) -> ExecutionPlan:
-    need = max(_REFERENCE_CUBES_PER_SIDE * soft_sides * n**3, n * n * d) * torch.finfo(dtype).bits // 8
+    # A loss with hard teacher ranks ranks one side softly and builds the teacher's rank matrix as well.
+    rank_matrices = soft_sides + (soft_sides == 1 and options.teacher_ranks == "hard")
+    need = reference_memory_bytes(n, d, dtype, rank_matrices)
     limit = _bytes_setting(environ, "PC_KERNELS_REFERENCE_MEMORY_LIMIT", REFERENCE_MEMORY_BYTES)
     if need > limit:
         raise ValueError(

@@ -159,9 +159,9 @@ def test_the_fast_sigmoid_is_opt_in_for_float32_triton_on_cuda():
 
 def test_the_reference_memory_limit_comes_from_the_environment():
     with pytest.raises(ValueError, match=r"backend='reference' would need about .* use backend='torch'"):
-        _plan(n=80, backend="reference", environ={"PC_KERNELS_REFERENCE_MEMORY_LIMIT": str(2**20)})
+        _plan(n=80, backend="reference", environ={"PC_KERNELS_REFERENCE_MEMORY_LIMIT": str(2**22)})
     assert _plan(n=80, backend="reference").backend == "reference"
-    assert _plan(n=80, backend="reference", soft_sides=0, environ={"PC_KERNELS_REFERENCE_MEMORY_LIMIT": str(2**20)})
+    assert _plan(n=80, backend="reference", soft_sides=0, environ={"PC_KERNELS_REFERENCE_MEMORY_LIMIT": str(2**22)})
     with pytest.raises(ValueError, match="PC_KERNELS_REFERENCE_MEMORY_LIMIT"):
         _plan(backend="reference", environ={"PC_KERNELS_REFERENCE_MEMORY_LIMIT": "4GiB"})
 
