@@ -32,6 +32,16 @@ other threads: a 128-sample training step with torch on 1 thread took 64 ms inst
 2-core machine. The serial compilation is not cached on disk (numba's cache cannot tell it from the
 parallel one): it compiles on a process's first single-threaded call, in about a second per algorithm.
 
+Threading layer. GNU OpenMP, numba's default layer when TBB is not installed, is not fork-safe: a process
+forked after numba's OpenMP thread team started aborts on its first parallel loop ("fork() called from a
+process already using GNU OpenMP"), and torch's own OpenMP regions hang in it, as the team shares torch's
+libgomp; torch's DataLoader workers are forked by default. So, unless the process chose a layer itself
+(``NUMBA_THREADING_LAYER`` set, or ``numba.config.THREADING_LAYER`` changed from "default" before this
+module's first import), importing this module sets numba's documented "forksafe" choice: TBB if installed,
+else an OpenMP other than GNU's, else numba's own workqueue. This is process-wide (numba has one layer per
+process) and documented in docs/troubleshooting.md. The workqueue runs one parallel loop at a time, so a
+loop called while another thread's runs takes its serial compilation.
+
 Imported only when the plan chooses them (numba installed, CPU tensors); the torch code is the fallback.
 """
 
@@ -39,6 +49,8 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -54,22 +66,33 @@ KIND_CODES = {"euclidean": EUCLIDEAN, "sqeuclidean": SQEUCLIDEAN, "cosine": COSI
 Loop = TypeVar("Loop", bound=Callable[..., None])
 
 
+if numba.config.THREADING_LAYER == "default" and "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "forksafe"
+
+# One parallel loop at a time: the workqueue layer aborts on concurrent ones.
+_parallel_loop = threading.Lock()
+
+
 def _on_torch_threads(loop: Loop) -> Loop:
-    """``loop`` run on torch's intra-op thread count (module docstring), numba's setting restored after."""
+    """``loop`` run on torch's intra-op thread count (module docstring), numba's setting restored after;
+    serially while another thread runs a parallel loop."""
     serial = numba.njit(loop.py_func)  # type: ignore[attr-defined]  # a numba dispatcher
 
     @functools.wraps(loop)
     def run(*arguments):
         threads = torch.get_num_threads()
-        if threads == 1:
+        if threads == 1 or not _parallel_loop.acquire(blocking=False):
             serial(*arguments)
             return
-        before = numba.get_num_threads()
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         try:
-            loop(*arguments)
+            before = numba.get_num_threads()
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+            try:
+                loop(*arguments)
+            finally:
+                numba.set_num_threads(before)
         finally:
-            numba.set_num_threads(before)
+            _parallel_loop.release()
 
     return run  # type: ignore[return-value]
 
