@@ -78,7 +78,8 @@ def perception_coherence_loss(
     to Lightweight Models via Perception Coherence", TMLR 2026).
 
     Args:
-        student: (n, p) student features, or (n, ...) flattened to (n, −1); n >= 3.
+        student: (n, p) student features, or (n, ...) flattened to (n, −1); n >= 3. A 1-D tensor is
+            refused (ValueError), not read as (n, 1): pass x[:, None] for one feature per sample.
         teacher: (n, q) teacher features of the same n samples in the same order.
         tau: sigmoid temperature τ > 0 of the soft ranks (units of the row scale). Default 0.1.
         dissimilarity: "euclidean" (default), "sqeuclidean" or "cosine".
@@ -92,8 +93,8 @@ def perception_coherence_loss(
             "reference" (plain autograd, n³ memory: the oracle), "torch" or "triton".
         rows: None (every reference row) or (start, end): only reference rows start <= i < end, each
             against the whole batch; "mean" then averages over those rows.
-        chunk_rows: reference rows the pipeline runs through all its stages at once (None: from a
-            memory budget). Changes memory use and speed, never the result.
+        chunk_rows: reference rows the pipeline runs through all its stages at once, rounded up to a
+            multiple of 64 (None: from a memory budget). Changes memory use and speed, never the result.
         distributed: when True and torch.distributed is initialized, student and teacher are this
             process's (n_r, ·) slice of a global batch of N = Σ_r n_r samples: features are
             all-gathered, each process computes its own n_r reference rows against all N, and the value

@@ -233,6 +233,16 @@ def computation_dtype(*dtypes: torch.dtype) -> torch.dtype:
     return torch.float64 if torch.float64 in dtypes else torch.float32
 
 
+def check_batch_shape(name: str, x: torch.Tensor) -> None:
+    """Raise ValueError unless x has at least 2 dimensions, (n, d) or (n, ...): n samples and their features.
+    A 1-D tensor is refused rather than read as (n, 1) or (1, d), which would both be guesses."""
+    if x.dim() < 2:
+        raise ValueError(
+            f"{name} must have shape (n, d) or (n, ...): n samples and at least one feature dimension; got a "
+            f"{x.dim()}-d tensor of shape {tuple(x.shape)} (for n samples of one feature pass x[:, None])"
+        )
+
+
 def _flattened(name: str, x: object) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (n, ...); got {type(x).__name__}")
@@ -240,8 +250,7 @@ def _flattened(name: str, x: object) -> torch.Tensor:
         raise TypeError(f"{name} must be a dense (strided) tensor; got layout {x.layout}")
     if x.dtype not in FLOATING_DTYPES:
         raise TypeError(f"{name} must have a floating dtype (float16, bfloat16, float32 or float64); got {x.dtype}")
-    if x.dim() == 0:
-        raise ValueError(f"{name} must have shape (n, ...) with n >= 3; got a 0-d tensor")
+    check_batch_shape(name, x)
     if x.shape[0] < 3:
         raise ValueError(f"{name} must hold n >= 3 samples (shape (n, ...)); got shape {tuple(x.shape)}")
     flat = x.reshape(x.shape[0], -1)
