@@ -251,6 +251,7 @@ def test_recomputed_blocks_give_the_same_loss_and_gradients_as_kept_ranks(monkey
         return original(*args)
 
     monkeypatch.setattr(pipeline, "binned_ranks", counting)
+    monkeypatch.setattr(pipeline.distances, "GRAM_ROWS", 4)  # blocks of 4 rows (whole Gram tiles)
     criterion = pc_kernels.PerceptionCoherenceLoss(chunk_rows=4, discrepancy="spearman", **path.options)
 
     def run():
