@@ -67,7 +67,7 @@ def perception_coherence_loss(
     rows: tuple[int, int] | None = None,
     chunk_rows: int | None = None,
     distributed: bool = False,
-    algorithm: str = "dense",
+    algorithm: str = "auto",
     bins: int | None = None,
 ) -> torch.Tensor:
     """Perception coherence loss between student and teacher features of one batch.
@@ -101,10 +101,14 @@ def perception_coherence_loss(
             is the single-process loss on the concatenated batch, with a gradient scaled so that DDP's
             average is that loss's gradient ("none": this process's (n_r,) own-row losses). See
             ``pc_kernels.distributed``. A no-op when not initialized. Default False.
-        algorithm: "dense" (default: every sigmoid, O(n³)) or "binned" (backends "torch" and "triton":
-            each row's soft ranks and their gradient as kernel sums on a grid by FFT, O(n² + n·B log B),
-            within 1e-5 of the dense ones; docs/binned.md).
-        bins: with algorithm="binned": None (default: grid chosen for the 1e-5 bound) or B in
+        algorithm: "auto" (default), "dense" (every sigmoid, O(n³), exact) or "binned" (backends "torch"
+            and "triton": each row's soft ranks and their gradient as kernel sums on a grid by FFT,
+            O(n² + n·B log B), within 1e-5 of the dense ones; docs/binned.md). "auto" runs "binned" from
+            n = ``plan.AUTO_BINNED_FROM`` of the device on (CPU: 128, 192 without numba; CUDA: 2048;
+            n of the whole batch, also with ``rows`` or ``distributed``) and "dense" below and on the
+            reference backend, so its results are within the binned bound of the dense ones;
+            ``last_plan`` says which ran.
+        bins: with algorithm="binned" only: None (default: grid chosen for the 1e-5 bound) or B in
             [2, 2**22] grid nodes per row.
 
     Returns:
@@ -144,7 +148,7 @@ class PerceptionCoherenceLoss(nn.Module):
 
     Every argument is an option of ``perception_coherence_loss`` (see its documentation for each):
     tau=0.1, dissimilarity="euclidean", discrepancy="mse", teacher_ranks="soft", normalize="row_std",
-    reduction="mean", backend="auto", rows=None, chunk_rows=None, distributed=False, algorithm="dense",
+    reduction="mean", backend="auto", rows=None, chunk_rows=None, distributed=False, algorithm="auto",
     bins=None. Options are validated once, at construction.
 
     Shapes:
@@ -174,7 +178,7 @@ class PerceptionCoherenceLoss(nn.Module):
         rows: tuple[int, int] | None = None,
         chunk_rows: int | None = None,
         distributed: bool = False,
-        algorithm: str = "dense",
+        algorithm: str = "auto",
         bins: int | None = None,
     ) -> None:
         """Validate and keep the options (see the class docstring and ``perception_coherence_loss``).
@@ -228,7 +232,7 @@ def soft_ranks(
     normalize: str = "row_std",
     hard: bool = False,
     backend: str = "auto",
-    algorithm: str = "dense",
+    algorithm: str = "auto",
     bins: int | None = None,
 ) -> torch.Tensor:
     """The (n, n) rank matrix R of one feature set, with a zero diagonal (docs/spec.md, "Soft rank").

@@ -24,7 +24,7 @@ TEACHER_RANKS = ("soft", "hard")
 NORMALIZATIONS = ("row_std", "none")
 REDUCTIONS = ("mean", "sum", "none")
 BACKENDS = ("auto", "reference", "torch", "triton")
-ALGORITHMS = ("dense", "binned")
+ALGORITHMS = ("auto", "dense", "binned")
 FLOATING_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # Largest grid (nodes per row) of algorithm="binned", automatic or given as ``bins``.
 MAX_BINS = 2**22
@@ -96,9 +96,10 @@ class LossOptions:
         agreed=False,
     )
     algorithm: str = _option(
-        "dense",
+        "auto",
         _one_of(ALGORITHMS),
-        '"binned": soft ranks on a grid by FFT, O(n² + n·B log B), within 1e-5',
+        '"dense": every sigmoid, O(n³); "binned": soft ranks on a grid by FFT, O(n² + n·B log B), within '
+        '1e-5; "auto": "binned" from a measured n per device on, else "dense"',
         choices=ALGORITHMS,
     )
     bins: int | None = _option(
@@ -135,7 +136,10 @@ class LossOptions:
         if bins is not None:
             _check_optional_int("bins", bins, 2, MAX_BINS)
             if self.algorithm != "binned":
-                raise ValueError(f"bins applies only to algorithm='binned'; got bins={bins!r} with algorithm='dense'")
+                raise ValueError(
+                    f"bins applies only to algorithm='binned' (set it explicitly); got bins={bins!r} with "
+                    f"algorithm={self.algorithm!r}"
+                )
         if self.algorithm == "binned" and self.backend == "reference":
             raise ValueError(
                 "algorithm='binned' runs on backend 'torch', 'triton' or 'auto'; the reference backend "

@@ -198,7 +198,7 @@ class ExecutionPlan:
 
     Attributes:
         backend: "reference", "torch" or "triton" (what "auto" resolved to).
-        algorithm: "dense" or "binned".
+        algorithm: "dense" or "binned" (what "auto" resolved to, by AUTO_BINNED_FROM).
         distance_stage: "torch", "triton" or "reference".
         rank_stage: "dense", "triton", "binned" or "reference".
         rows: the reference rows [start, end) computed.
@@ -291,7 +291,9 @@ def resolve_plan(
         environ, "PC_KERNELS_TORCH_WORKSPACE_BYTES", WORKSPACE_BYTES.get(device.type, _OTHER_DEVICE_BYTES)
     )
     tile_rows = max(1, workspace // (strip_width(w) * w * itemsize))
-    binned = options.algorithm == "binned"
+    loops = _loops(device, environ)
+    algorithm = _algorithm_for(options.algorithm, device, n, loops) if soft_sides else "dense"
+    binned = algorithm == "binned"
     matrix = (end - start) * w * itemsize
     budget = _kept_bytes(device)
     keep_ranks = not binned or 2 * matrix <= budget
@@ -299,7 +301,7 @@ def resolve_plan(
     fast = backend == "triton" and device.type == "cuda" and dtype == torch.float32
     return ExecutionPlan(
         backend=backend,
-        algorithm=options.algorithm,
+        algorithm=algorithm,
         distance_stage=backend,
         rank_stage="binned" if binned else ("triton" if backend == "triton" else "dense"),
         rows=(start, end),
@@ -309,8 +311,29 @@ def resolve_plan(
         keep_distances=keep_distances,
         fast_sigmoid=fast and environ.get("PC_KERNELS_FAST_SIGMOID") == "1",
         bins=options.bins,
-        loops=_loops(device, environ),
+        loops=loops,
     )
+
+
+# algorithm="auto": the smallest n from which it runs "binned" (below it "dense": exact, and as fast), per
+# device class, as torch.cdist switches its method by size. CPU: measured, fwd+bwd of both side by side
+# (docs/troubleshooting.md, "Which algorithm"); CUDA: a prediction from the Hopper model of the dense
+# Triton kernels (docs/hopper_model.md), not a measurement.
+AUTO_BINNED_FROM = {"cpu-numba": 128, "cpu-torch": 192, "cuda": 2048}
+
+
+def auto_device_class(device: torch.device, loops: str) -> str:
+    """The key of AUTO_BINNED_FROM for tensors on ``device`` with CPU ``loops``: "cpu-numba", "cpu-torch"
+    or, for every other device, "cuda"."""
+    return f"cpu-{loops}" if device.type == "cpu" else "cuda"
+
+
+def _algorithm_for(algorithm: str, device: torch.device, n: int, loops: str) -> str:
+    """What ``algorithm`` means for a batch of n samples: "dense" or "binned" (the same in every process
+    of a distributed loss, where n is the global batch's)."""
+    if algorithm != "auto":
+        return algorithm
+    return "binned" if n >= AUTO_BINNED_FROM[auto_device_class(device, loops)] else "dense"
 
 
 def _kept_bytes(device: torch.device) -> int:

@@ -137,7 +137,7 @@ def test_what_the_forward_keeps_follows_the_budget(monkeypatch):
         monkeypatch.setattr(plan_module, "_kept_bytes", lambda device, budget=budget: budget)
         plan = _plan(n=1000, algorithm="binned")
         assert (plan.keep_ranks, plan.keep_distances) == kept, budget
-        dense = _plan(n=1000)
+        dense = _plan(n=1000, algorithm="dense")
         assert dense.keep_ranks and dense.keep_distances == kept[1], budget  # dense always keeps its ranks
     assert _plan(n=1000, algorithm="binned", rows=(0, 10)).keep_distances
 
@@ -184,3 +184,39 @@ def test_the_environment_is_read_at_each_call(monkeypatch):
     monkeypatch.setenv("PC_KERNELS_TORCH_WORKSPACE_BYTES", "1")
     criterion(x, x)
     assert criterion.last_plan.tile_rows == 1 < default
+
+
+@pytest.mark.parametrize("device, loops", [(CPU, "numba"), (CPU, "torch"), (CUDA, "torch")])
+def test_auto_runs_binned_from_the_measured_n_of_each_device_class(device, loops):
+    """algorithm="auto" (the default): "dense" below AUTO_BINNED_FROM of the device class, "binned" from it
+    on; explicit choices stand; the reference backend and distances alone are always dense."""
+    environ = {"PC_KERNELS_CPU_LOOPS": loops}
+    if loops == "numba" and not plan_module._NUMBA_INSTALLED:
+        pytest.skip("numba is not installed")
+    crossover = plan_module.AUTO_BINNED_FROM[plan_module.auto_device_class(device, loops)]
+    backend = {"backend": "torch"}
+    assert _plan(device, n=crossover - 1, environ=environ, **backend).algorithm == "dense"
+    assert _plan(device, n=crossover, environ=environ, **backend).algorithm == "binned"
+    assert _plan(device, n=crossover, environ=environ, teacher_ranks="hard", **backend).algorithm == "binned"
+    assert _plan(device, n=crossover, environ=environ, rows=(0, 1), **backend).algorithm == "binned"  # n decides
+    assert _plan(device, n=crossover, environ=environ, algorithm="dense", **backend).algorithm == "dense"
+    assert _plan(device, n=crossover - 1, environ=environ, algorithm="binned", **backend).algorithm == "binned"
+    assert _plan(device, n=crossover, environ=environ, soft_sides=0, **backend).algorithm == "dense"
+    assert _plan(CPU, n=min(crossover, 100), backend="reference").algorithm == "dense"
+
+
+def test_bins_need_an_explicit_binned_algorithm():
+    with pytest.raises(ValueError, match="bins applies only to algorithm='binned'.*algorithm='auto'"):
+        pc_kernels.perception_coherence_loss(random_features(8, 3, seed=1), random_features(8, 2, seed=2), bins=64)
+
+
+def test_auto_computes_what_the_algorithm_it_reports_computes():
+    """Below the crossover "auto" is bitwise the dense loss, from it on the binned one (so within the
+    binned bound of dense), and ``last_plan`` names the one that ran."""
+    crossover = plan_module.AUTO_BINNED_FROM[plan_module.auto_device_class(CPU, plan_module._loops(CPU, {}))]
+    for n, expected in ((crossover - 1, "dense"), (crossover, "binned")):
+        student, teacher = random_features(n, 5, seed=n), random_features(n, 4, seed=n + 1)
+        criterion = pc_kernels.PerceptionCoherenceLoss(backend="torch")
+        value = criterion(student, teacher)
+        assert criterion.last_plan.algorithm == expected
+        assert torch.equal(value, pc_kernels.perception_coherence_loss(student, teacher, algorithm=expected))

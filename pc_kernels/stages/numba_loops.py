@@ -36,8 +36,8 @@ Threading layer. GNU OpenMP, numba's default layer when TBB is not installed, is
 forked after numba's OpenMP thread team started aborts on its first parallel loop ("fork() called from a
 process already using GNU OpenMP"), and torch's own OpenMP regions hang in it, as the team shares torch's
 libgomp; torch's DataLoader workers are forked by default. So, unless the process chose a layer itself
-(``NUMBA_THREADING_LAYER`` set, or ``numba.config.THREADING_LAYER`` changed from "default" before this
-module's first import), importing this module sets numba's documented "forksafe" choice: TBB if installed,
+(``NUMBA_THREADING_LAYER`` set to a layer, or ``numba.config.THREADING_LAYER`` changed from "default"
+before this module's first import), importing this module sets numba's documented "forksafe" choice: TBB if installed,
 else an OpenMP other than GNU's, else numba's own workqueue. This is process-wide (numba has one layer per
 process) and documented in docs/troubleshooting.md. The workqueue runs one parallel loop at a time, so a
 loop called while another thread's runs takes its serial compilation.
@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -66,7 +65,7 @@ KIND_CODES = {"euclidean": EUCLIDEAN, "sqeuclidean": SQEUCLIDEAN, "cosine": COSI
 Loop = TypeVar("Loop", bound=Callable[..., None])
 
 
-if numba.config.THREADING_LAYER == "default" and "NUMBA_THREADING_LAYER" not in os.environ:
+if numba.config.THREADING_LAYER == "default":  # NUMBA_THREADING_LAYER unset, no layer chosen in code
     numba.config.THREADING_LAYER = "forksafe"
 
 # One parallel loop at a time: the workqueue layer aborts on concurrent ones.
