@@ -294,7 +294,7 @@ def test_triton_binned_matches_torch_binned(n: int) -> None:
 @pytest.mark.parametrize(
     "options, words",
     [
-        (dict(algorithm="fft"), "algorithm must be one of 'dense', 'binned'"),
+        (dict(algorithm="fft"), "algorithm must be one of 'auto', 'dense', 'binned'"),
         (dict(bins=64), "bins applies only to algorithm='binned'"),
         (dict(algorithm="binned", bins=1), "bins must be None or an int from 2"),
         (dict(algorithm="binned", bins=True), "bins must be None or an int from 2.*of type bool"),
