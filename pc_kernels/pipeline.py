@@ -76,9 +76,16 @@ class _Path:
         self.block_rows = settings.plan.block_rows
 
     def blocks(self, start: int, end: int) -> Iterator[tuple[int, int]]:
-        """The pipeline's blocks [a, b) of at most ``block_rows`` reference rows covering [start, end)."""
-        for a in range(start, end, self.block_rows):
-            yield a, min(a + self.block_rows, end)
+        """Blocks [a, b) covering [start, end) made of whole tiles of the distance stage
+        (``distances.gram_tiles``), so that no result depends on the blocks: ``block_rows`` rounded up to a
+        multiple of ``distances.GRAM_ROWS`` reference rows, each block ending on such a multiple (or at
+        ``end``)."""
+        tiles = -(-self.block_rows // distances.GRAM_ROWS)
+        a = start
+        while a < end:
+            b = min(end, (a // distances.GRAM_ROWS + tiles) * distances.GRAM_ROWS)
+            yield a, b
+            a = b
 
     @_stage("dissimilarity")
     def dissimilarities(self, prepared: distances.PreparedFeatures, a: int, b: int) -> Tensor:

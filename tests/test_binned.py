@@ -23,6 +23,7 @@ import pc_kernels
 from helpers import DEVICE, OPTION_GRID, cosine, loss_and_grads, random_features, usable_paths
 from pc_kernels import plan as plan_module
 from pc_kernels.stages import binned_ranks as binned
+from pc_kernels.stages import distances
 from pc_kernels.stages.dense_ranks import dense_ranks, dense_ranks_backward
 
 TAUS = (0.01, 0.03, 0.1, 0.3, 1.0)
@@ -257,6 +258,7 @@ def test_recomputed_blocks_give_the_same_loss_and_gradients_as_kept_ranks(monkey
         return original(*args)
 
     monkeypatch.setattr(binned.BinnedRanks, "ranks", counting)
+    monkeypatch.setattr(distances, "GRAM_ROWS", 4)  # blocks of 4 rows (whole Gram tiles)
     criterion = pc_kernels.PerceptionCoherenceLoss(chunk_rows=4, discrepancy="spearman", **path.options)
 
     def run():
@@ -299,7 +301,7 @@ def test_triton_binned_matches_torch_binned(n: int) -> None:
 @pytest.mark.parametrize(
     "options, words",
     [
-        (dict(algorithm="fft"), "algorithm must be one of 'dense', 'binned'"),
+        (dict(algorithm="fft"), "algorithm must be one of 'auto', 'dense', 'binned'"),
         (dict(bins=64), "bins applies only to algorithm='binned'"),
         (dict(algorithm="binned", bins=1), "bins must be None or an int from 2"),
         (dict(algorithm="binned", bins=True), "bins must be None or an int from 2.*of type bool"),

@@ -28,10 +28,18 @@ each entry feeds both x_i and x_j), accumulated in float64 across blocks:
 
 two matrix products per block, in float64: x_i·ρ_i − Σ_j W_ij x_j cancels down to the within-cluster
 differences of a batch of far-apart clusters, which float32 products would lose.
+
+Results do not depend on the pipeline's blocks (``chunk_rows``), to the last bit: a matrix product's
+rounding depends on its shape (one row is a matrix-vector product, summed in another order than a row of
+a matrix-matrix product), so every product here is taken over tiles of GRAM_ROWS reference rows aligned
+to multiples of GRAM_ROWS (``gram_tiles``), the same tiles whatever block holds them, and the backward
+adds the tiles' contributions to the gradient in increasing order. The pipeline's blocks are made of whole
+tiles (``pipeline._blocks``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -42,6 +50,18 @@ from .layout import drop_diagonal, insert_diagonal
 
 # S <= SNAP · ε(float64) · (N_i + N_j) is rounding noise of the Gram form: it counts as 0.
 SNAP = 16.0 * torch.finfo(torch.float64).eps
+# Reference rows of one tile of the Gram products (module docstring): large enough for an efficient matrix
+# product, small next to the pipeline's blocks.
+GRAM_ROWS = 64
+
+
+def gram_tiles(start: int, end: int) -> Iterator[tuple[int, int]]:
+    """Tiles [a, b) of rows [start, end): the multiples of GRAM_ROWS inside it are their boundaries."""
+    a = start
+    while a < end:
+        b = min(end, (a // GRAM_ROWS + 1) * GRAM_ROWS)
+        yield a, b
+        a = b
 
 
 @dataclass(frozen=True)
@@ -101,10 +121,18 @@ def unpack(packed: torch.Tensor, dissimilarity: str, dtype: torch.dtype) -> Prep
     return PreparedFeatures(features, norms, exponent, finite, dissimilarity, dtype)
 
 
+def _gram_rows(f: torch.Tensor, start: int, end: int) -> torch.Tensor:
+    """(c, n) inner products <f_i, f_j> of rows start … end − 1 against every row, tile by tile."""
+    gram = f.new_empty((end - start, f.shape[0]))
+    for a, b in gram_tiles(start, end):
+        torch.mm(f[a:b], f.T, out=gram[a - start : b - start])
+    return gram
+
+
 def _square_rows(prepared: PreparedFeatures, start: int, end: int) -> torch.Tensor:
     """(c, n) float64 dissimilarities D' of rows start … end − 1 against every row (diagonal included)."""
     f, norms = prepared.features, prepared.norms
-    gram = f[start:end] @ f.T
+    gram = _gram_rows(f, start, end)
     if prepared.dissimilarity == "cosine":
         return gram.div_(norms[start:end, None]).div_(norms[None, :]).neg_().add_(1.0)
     total = norms[start:end, None] + norms[None, :]
@@ -147,19 +175,19 @@ class TorchDissimilarity(DissimilarityStage):
     ) -> None:
         """The matrix-product backward of the module docstring, shared by every dissimilarity stage."""
         f = prepared.features
-        c = d.shape[0]
-        rows = f[start : start + c]
-        weights, slopes = self.weights(prepared, start, d, grad_d)
-        row_sums, column_sums = slopes.sum(dim=1), slopes.sum(dim=0)
-        if prepared.dissimilarity == "cosine":
-            a = prepared.norms
-            live = (a > COSINE_NORM_EPS).to(torch.float64)
-            row_sums = row_sums * live[start : start + c] / a[start : start + c].square()
-            column_sums = column_sums * live / a.square()
-            weights = weights.div_(a[start : start + c, None]).div_(a[None, :])
-        # In place, one pass over ``out`` each: its (n, p) update is the same size for any block.
-        out[start : start + c].addcmul_(rows, row_sums[:, None]).addmm_(weights, f, alpha=-1.0)
-        out.addcmul_(f, column_sums[:, None]).addmm_(weights.T, rows, alpha=-1.0)
+        for a, b in gram_tiles(start, start + d.shape[0]):
+            rows, tile = f[a:b], slice(a - start, b - start)
+            weights, slopes = self.weights(prepared, a, d[tile], grad_d[tile])
+            row_sums, column_sums = slopes.sum(dim=1), slopes.sum(dim=0)
+            if prepared.dissimilarity == "cosine":
+                norms = prepared.norms
+                live = (norms > COSINE_NORM_EPS).to(torch.float64)
+                row_sums = row_sums * live[a:b] / norms[a:b].square()
+                column_sums = column_sums * live / norms.square()
+                weights = weights.div_(norms[a:b, None]).div_(norms[None, :])
+            # In place, one pass over ``out`` each, tile by tile (the same tiles whatever the block).
+            out[a:b].addcmul_(rows, row_sums[:, None]).addmm_(weights, f, alpha=-1.0)
+            out.addcmul_(f, column_sums[:, None]).addmm_(weights.T, rows, alpha=-1.0)
 
 
 class NumbaDissimilarity(TorchDissimilarity):
@@ -170,10 +198,11 @@ class NumbaDissimilarity(TorchDissimilarity):
         from .numba_loops import DISSIMILARITY_CODES, distance_rows
 
         f = prepared.features
-        out = torch.empty((end - start, f.shape[0] - 1), dtype=prepared.dtype)
-        gram, code = (f[start:end] @ f.T).numpy(), DISSIMILARITY_CODES[prepared.dissimilarity]
+        euclidean = prepared.dissimilarity == "euclidean"  # the loop gives S; torch's square root is correctly rounded
+        out = torch.empty((end - start, f.shape[0] - 1), dtype=torch.float64 if euclidean else prepared.dtype)
+        gram, code = _gram_rows(f, start, end).numpy(), DISSIMILARITY_CODES[prepared.dissimilarity]
         distance_rows(gram, prepared.norms.numpy(), start, code, SNAP, out.numpy())
-        return out
+        return out.sqrt_().to(prepared.dtype) if euclidean else out
 
     def weights(
         self, prepared: PreparedFeatures, start: int, d: torch.Tensor, grad_d: torch.Tensor

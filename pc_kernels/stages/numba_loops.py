@@ -2,7 +2,14 @@
 
 Each function computes what the torch code it replaces computes, with the same operations in the same
 order (the int64 grid deposits come out identical; sums may differ in the last bit where torch fuses a
-multiply-add), one reference row per parallel iteration:
+multiply-add), one reference row per parallel iteration. Where the contract needs exact results (the
+distances, whose ties must stay ties, and the grid positions), a loop uses only +, −, ×, / and
+comparisons, which IEEE 754 rounds correctly and numba never contracts into fused multiply-adds (it
+compiles without fast-math flags), so they come out the same on any x86-64 CPU: the euclidean square
+root is left to torch, because LLVM may vectorize a loop's square roots into calls to a vector math
+library (Intel's SVML, in llvmlite builds that link it) that are not correctly rounded, and a vector
+body next to a scalar remainder would then give equal squares unequal roots.
+tests/test_cpu_portability.py checks the compiled code for every x86-64 target it names.
 
     distance_rows      the dissimilarity policy's epilogue: Gram rows → candidate dissimilarities
                        (stages/distances.py, ``_square_rows`` + ``drop_diagonal``)
@@ -25,6 +32,16 @@ other threads: a 128-sample training step with torch on 1 thread took 64 ms inst
 2-core machine. The serial compilation is not cached on disk (numba's cache cannot tell it from the
 parallel one): it compiles on a process's first single-threaded call, in about a second per algorithm.
 
+Threading layer. GNU OpenMP, numba's default layer when TBB is not installed, is not fork-safe: a process
+forked after numba's OpenMP thread team started aborts on its first parallel loop ("fork() called from a
+process already using GNU OpenMP"), and torch's own OpenMP regions hang in it, as the team shares torch's
+libgomp; torch's DataLoader workers are forked by default. So, unless the process chose a layer itself
+(``NUMBA_THREADING_LAYER`` set to a layer, or ``numba.config.THREADING_LAYER`` changed from "default"
+before this module's first import), importing this module sets numba's documented "forksafe" choice: TBB if installed,
+else an OpenMP other than GNU's, else numba's own workqueue. This is process-wide (numba has one layer per
+process) and documented in docs/troubleshooting.md. The workqueue runs one parallel loop at a time, so a
+loop called while another thread's runs takes its serial compilation.
+
 Imported only by the stages' numba implementations (``registry.py``), which the plan chooses for CPU
 tensors with numba installed; the torch implementations are the fallback.
 """
@@ -33,6 +50,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -49,22 +67,33 @@ DISSIMILARITY_CODES = {"euclidean": EUCLIDEAN, "sqeuclidean": SQEUCLIDEAN, "cosi
 Loop = TypeVar("Loop", bound=Callable[..., None])
 
 
+if numba.config.THREADING_LAYER == "default":  # NUMBA_THREADING_LAYER unset, no layer chosen in code
+    numba.config.THREADING_LAYER = "forksafe"
+
+# One parallel loop at a time: the workqueue layer aborts on concurrent ones.
+_parallel_loop = threading.Lock()
+
+
 def _on_torch_threads(loop: Loop) -> Loop:
-    """``loop`` run on torch's intra-op thread count (module docstring), numba's setting restored after."""
+    """``loop`` run on torch's intra-op thread count (module docstring), numba's setting restored after;
+    serially while another thread runs a parallel loop."""
     serial = numba.njit(loop.py_func)  # type: ignore[attr-defined]  # a numba dispatcher
 
     @functools.wraps(loop)
     def run(*arguments):
         threads = torch.get_num_threads()
-        if threads == 1:
+        if threads == 1 or not _parallel_loop.acquire(blocking=False):
             serial(*arguments)
             return
-        before = numba.get_num_threads()
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         try:
-            loop(*arguments)
+            before = numba.get_num_threads()
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+            try:
+                loop(*arguments)
+            finally:
+                numba.set_num_threads(before)
         finally:
-            numba.set_num_threads(before)
+            _parallel_loop.release()
 
     return run  # type: ignore[return-value]
 
@@ -72,7 +101,8 @@ def _on_torch_threads(loop: Loop) -> Loop:
 @_on_torch_threads
 @numba.njit(parallel=True, cache=True)
 def distance_rows(gram, norms, start, kind, snap, out):
-    """out[r, j − (j > i)] = D'_ij for i = start + r and every j != i, from Gram rows (c, n) float64."""
+    """out[r, j − (j > i)] = D'_ij for i = start + r and every j != i, from Gram rows (c, n) float64;
+    for the euclidean kind the squared distances S_ij, whose square root the caller takes."""
     c, n = gram.shape
     for r in numba.prange(c):
         i = start + r
@@ -87,7 +117,7 @@ def distance_rows(gram, norms, start, kind, snap, out):
                 squared = total + (-2.0 * gram[r, j])
                 if squared <= total * snap:
                     squared = 0.0
-                out[r, column] = math.sqrt(squared) if kind == EUCLIDEAN else squared
+                out[r, column] = squared
 
 
 @_on_torch_threads
