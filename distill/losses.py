@@ -3,6 +3,8 @@
 Each takes student features s (n, p) and teacher features t (n, q) of one batch, n >= 3,
 and returns a scalar to minimise. None of them needs labels. The formulas are written here
 from the papers cited in each docstring (our own code, our own reduction choices, stated).
+The two with a learned projection (``FitNetHint``, ``InfoNCEProjection``) are modules whose
+parameters are trained with the student and discarded afterwards.
 """
 
 from __future__ import annotations
@@ -130,3 +132,29 @@ class FitNetHint(nn.Module):
     def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         """The hint loss of student (n, student_dim) and teacher (n, teacher_dim) features: a scalar."""
         return F.mse_loss(self.projector(student), teacher)
+
+
+class InfoNCEProjection(nn.Module):
+    """Contrastive distillation with in-batch negatives: the InfoNCE loss of van den Oord, Li, Vinyals,
+    "Representation Learning with Contrastive Predictive Coding", 2018, used between a student and a teacher
+    as in Tian, Krishnan, Isola, "Contrastive Representation Distillation", ICLR 2020 (their negatives come
+    from a memory bank; here they are the other samples of the batch).
+
+    A learned linear projector ``r`` maps the student features to the teacher's dimension; each projected
+    student feature must pick its own teacher feature among the batch's by cosine similarity.
+    Reduction: the mean over the n samples.
+    """
+
+    # z_i = r(s_i) / ||r(s_i)||,  u_j = t_j / ||t_j||,  logits_ij = <z_i, u_j> / T
+    # L = mean_i −log softmax_j(logits_i·)_i,  T = ``temperature`` (default 0.1)
+
+    def __init__(self, student_dim: int, teacher_dim: int, temperature: float = 0.1) -> None:
+        super().__init__()
+        self.projector = nn.Linear(student_dim, teacher_dim)
+        self.temperature = temperature
+
+    def forward(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        """The InfoNCE loss of student (n, student_dim) and teacher (n, teacher_dim) features: a scalar."""
+        projected = F.normalize(self.projector(student), dim=1, eps=1e-8)
+        logits = projected @ F.normalize(teacher, dim=1, eps=1e-8).T / self.temperature
+        return F.cross_entropy(logits, torch.arange(student.shape[0], device=student.device))

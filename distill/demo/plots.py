@@ -11,9 +11,12 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from ..comparison import comparison
+from ..objectives import PC as OURS
 from .config import TEACHER, UNTRAINED
+from .evaluate import MEASURES
 from .experiment import ExperimentResult
-from .report import HEADERS, OURS, comparison
+from .report import HEADERS
 
 PLOTTED_MEASURES = (
     ("knn_accuracy", "5-NN accuracy"),
@@ -82,7 +85,7 @@ def _values_panel(axis: Axes, result: ExperimentResult, measure: str, title: str
 def _difference_panel(axis: Axes, result: ExperimentResult, measure: str) -> None:
     """pc's mean minus the best baseline's at each width; the error bar is ± the larger of their two stds,
     the report's verdict threshold (a bar clear of 0 is "better" or "worse"); none with one seed."""
-    table = comparison(result.summary(), result.config.methods, result.config.widths)
+    table = comparison(result.summary(), result.config.methods, result.config.widths, MEASURES)
     widths = result.config.widths
     entries = [table[w][measure] for w in widths]
     differences = np.array([e["difference"] for e in entries])
@@ -116,7 +119,7 @@ def measures_figure(result: ExperimentResult) -> Figure:
     Every panel's y-axis is fitted to the values it shows (with a margin), not started at 0: points
     with error bars, no bars, so no length is read against a hidden zero.
     """
-    with_differences = bool(comparison(result.summary(), result.config.methods, result.config.widths))
+    with_differences = bool(comparison(result.summary(), result.config.methods, result.config.widths, MEASURES))
     rows = 2 if with_differences else 1
     figure = Figure(figsize=(5 * len(PLOTTED_MEASURES), 3.6 * rows + 0.6))
     axes = figure.subplots(rows, len(PLOTTED_MEASURES), squeeze=False)

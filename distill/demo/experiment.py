@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
-import datetime
 import itertools
 import os
-import platform
-import statistics
-import sys
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TypedDict
@@ -18,34 +14,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .. import resolve_backend
+from ..objectives import make_objective
+from ..provenance import environment
+from ..runtime import default_cache_dir, run_settings
+from ..tables import Summary, stats
+from ..training import Budget, TrainingRun, distillation_step, train
 from .config import TEACHER, UNTRAINED, DemoConfig
 from .data import Split, load_digits_split, load_image_folder_split
 from .evaluate import MEASURES, evaluate_embeddings
-from .models import parameter_count, student
-from .teacher_cache import default_cache_dir, load_or_train_teacher
-from .train import StudentRun, distill_student, untrained_student
+from .models import parameter_count, student, untrained_student
+from .teacher_cache import load_or_train_teacher
 
 Embedder = Callable[[torch.Tensor], torch.Tensor]
-
-
-class Stats(TypedDict):
-    """One measure of one model over its seeds.
-
-    Keys:
-        mean: the mean over seeds.
-        std: the sample standard deviation over seeds (ddof = 1); ``None`` (JSON null) for a
-            single seed, whose spread is unknown.
-        seeds: how many seeds the mean is over.
-    """
-
-    mean: float
-    std: float | None
-    seeds: int
-
-
-# method → width → measure (and "seconds_per_step") → its statistics over seeds.
-Summary = dict[str, dict[int, dict[str, Stats]]]
 
 
 @dataclass
@@ -85,7 +65,9 @@ class ExperimentResult:
 
     Attributes:
         config: the validated settings.
-        environment: device, versions, date, threads, the perception coherence backend used.
+        command: the command line that produced the result.
+        seconds: wall time of the whole run, teacher and evaluation included.
+        environment: machine, commit, versions, date, threads (``provenance.environment``).
         data: dataset name and split sizes.
         teacher: the teacher's cache file, whether it was cached, its and the students' sizes.
         records: one per evaluated model.
@@ -96,6 +78,8 @@ class ExperimentResult:
     """
 
     config: DemoConfig
+    command: str
+    seconds: float
     environment: dict[str, object]
     data: dict[str, object]
     teacher: TeacherInfo
@@ -119,12 +103,15 @@ class ExperimentResult:
                 step_times = [r.seconds_per_step for r in records if r.seconds_per_step is not None]
                 if step_times:
                     values["seconds_per_step"] = step_times
-                out.setdefault(method, {})[width] = {name: _stats(v) for name, v in values.items()}
+                out.setdefault(method, {})[width] = {name: stats(v) for name, v in values.items()}
         return out
 
     def to_json(self) -> dict[str, object]:
-        """The result as JSON-serialisable data: settings, environment, data, teacher, records, summary."""
+        """The result as JSON-serialisable data: command, wall time, settings, environment, data, teacher,
+        records, summary."""
         return {
+            "command": self.command,
+            "seconds": self.seconds,
             "config": asdict(self.config),
             "environment": self.environment,
             "data": self.data,
@@ -134,28 +121,6 @@ class ExperimentResult:
         }
 
 
-def _stats(values: list[float]) -> Stats:
-    std = statistics.stdev(values) if len(values) > 1 else None
-    return {"mean": statistics.fmean(values), "std": std, "seeds": len(values)}
-
-
-@contextlib.contextmanager
-def run_settings(threads: int | None) -> Iterator[None]:
-    """Deterministic torch kernels (a warning where none exists) and ``threads`` CPU threads
-    (unchanged if ``None``) for the duration of a run; the previous settings are restored after."""
-    enabled = torch.are_deterministic_algorithms_enabled()
-    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    previous_threads = torch.get_num_threads()
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
-        torch.set_num_threads(previous_threads)
-
-
 def load_split(config: DemoConfig) -> Split:
     """The digits split, or the user's image folder when ``config.image_folder`` is set."""
     if config.image_folder is None:
@@ -163,34 +128,47 @@ def load_split(config: DemoConfig) -> Split:
     return load_image_folder_split(config.image_folder, config.image_size)
 
 
-def _environment(config: DemoConfig, device: torch.device) -> dict[str, object]:
-    if device.type == "cuda":
-        hardware = torch.cuda.get_device_name(device)
-    else:
-        hardware = f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
-    return {
-        "device": str(device),
-        "hardware": hardware,
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "pc_backend": resolve_backend(config.backend, device),
-    }
-
-
 @torch.no_grad()
 def _embed(model: Embedder, x: torch.Tensor) -> torch.Tensor:
     return model(x).cpu()
 
 
-def run_experiment(config: DemoConfig) -> ExperimentResult:
+def distill_student(
+    method: str, x: torch.Tensor, teacher_features: torch.Tensor, *, width: int, seed: int, config: DemoConfig
+) -> tuple[torch.nn.Module, TrainingRun]:
+    """Train a student of embedding ``width`` on inputs x (n, d) to match ``teacher_features`` (n, q).
+
+    No labels are used: each step draws a batch of ``config.batch_size`` samples and minimises ``method``'s
+    objective between the student's embeddings and the teacher's features, with Adam at ``config.lr`` for
+    ``config.student_epochs`` epochs; the initialisation and batch order depend only on ``seed``.
+    Returns the student in eval mode and what its training cost.
+    """
+    model = untrained_student(x.shape[1], width, seed, x.device).train()
+    objective = make_objective(method, width, teacher_features.shape[1], config.pc_options).to(x.device)
+    optimizer = torch.optim.Adam([*model.parameters(), *objective.parameters()], lr=config.lr)
+    run = train(
+        distillation_step(lambda index: model(x[index]), objective, teacher_features, [optimizer]),
+        x.shape[0],
+        batch_size=config.batch_size,
+        seed=seed,
+        budget=Budget(epochs=config.student_epochs),
+        device=x.device,
+        progress=config.progress,
+        desc=f"{method} width={width} seed={seed}",
+    )
+    return model.eval(), run
+
+
+def run_experiment(config: DemoConfig, command: str) -> ExperimentResult:
     """Train the teacher (or load it from the cache) and every student of ``config``; evaluate all.
+
+    ``command`` is the command line recorded with the result.
 
     Raises:
         ValueError: a setting is invalid (see ``DemoConfig.validated``) or ``batch_size``
             exceeds the training split.
     """
+    started = time.perf_counter()
     config = config.validated()
     device = torch.device(config.device)
     if device.type == "cuda":
@@ -202,7 +180,7 @@ def run_experiment(config: DemoConfig) -> ExperimentResult:
     cache_dir = Path(config.cache_dir) if config.cache_dir is not None else default_cache_dir()
     on_device = split.to(device)
     with run_settings(config.threads):
-        environment = _environment(config, device)
+        env = environment(device)
         teacher, cache_file, cached = load_or_train_teacher(
             split,
             epochs=config.teacher_epochs,
@@ -218,7 +196,7 @@ def run_experiment(config: DemoConfig) -> ExperimentResult:
         records: list[Record] = []
         embeddings: dict[tuple[str, int], np.ndarray] = {}
 
-        def record(method: str, width: int, seed: int, model: Embedder, run: StudentRun | None) -> None:
+        def record(method: str, width: int, seed: int, model: Embedder, run: TrainingRun | None) -> None:
             test_embedding = _embed(model, on_device.test_x)
             metrics = evaluate_embeddings(
                 _embed(model, on_device.train_x),
@@ -244,24 +222,16 @@ def run_experiment(config: DemoConfig) -> ExperimentResult:
             for width, seed in itertools.product(config.widths, seeds):
                 record(UNTRAINED, width, seed, untrained_student(split.train_x.shape[1], width, seed, device), None)
                 for method in config.methods:
-                    run = distill_student(
-                        method,
-                        on_device.train_x,
-                        teacher_train,
-                        width=width,
-                        seed=seed,
-                        epochs=config.student_epochs,
-                        batch_size=config.batch_size,
-                        lr=config.lr,
-                        tau=config.tau,
-                        backend=config.backend,
-                        progress=config.progress,
+                    model, run = distill_student(
+                        method, on_device.train_x, teacher_train, width=width, seed=seed, config=config
                     )
-                    record(method, width, seed, run.model, run)
+                    record(method, width, seed, model, run)
                     jobs.update()
     return ExperimentResult(
         config=config,
-        environment=environment,
+        command=command,
+        seconds=time.perf_counter() - started,
+        environment=env,
         data={"name": split.name, "train": n_train, "test": split.test_x.shape[0], "features": split.train_x.shape[1]},
         teacher={
             "cache_file": str(cache_file),

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import torch
+from ..metrics import METRICS
+from ..objectives import METHODS, check_pc_options
+from ..runtime import check_device
 
-from .. import available_backends
-from ..options import BACKENDS, check_tau
-
-# Distillation methods trained without labels from the teacher's features (see objectives.py).
-DISTILLATION_METHODS = ("pc", "rkd-distance", "rkd-angle", "pkt", "sp", "fitnet")
-# Always reported beside them: the floor (a randomly initialised student) and the ceiling.
+# Always reported beside the distillation methods: the floor (a randomly initialised student) and the ceiling.
 UNTRAINED = "untrained"
 TEACHER = "teacher"
-EVAL_METRICS = ("euclidean", "cosine")
 
 
 @dataclass(frozen=True)
@@ -25,7 +21,7 @@ class DemoConfig:
     """Every setting of one harness run.
 
     Attributes:
-        methods: distillation methods to train, a subset of ``DISTILLATION_METHODS``
+        methods: distillation methods to train, a subset of ``objectives.METHODS``
             (default: all). The untrained student and the teacher are always evaluated.
         widths: student embedding dimensions swept (default 2, 4, 8, 16).
         seeds: number of student seeds per (method, width); seeds are ``seed .. seed + seeds - 1``.
@@ -35,8 +31,8 @@ class DemoConfig:
         batch_size: samples per student step, >= 3 and <= the training split (default 128);
             the loss of every method is computed over the whole batch.
         lr: Adam learning rate of the students (default 3e-3).
-        tau: perception coherence temperature τ (default 0.1, the library default).
-        backend: perception coherence backend: "auto" (default), "reference", "torch" or "triton".
+        pc_options: keyword arguments of ``PerceptionCoherenceLoss`` for "pc" (default: none, the
+            library defaults).
         device: "cpu" (default) or "cuda" / "cuda:<index>".
         image_folder: ``None`` (default: scikit-learn's bundled digits) or a local folder in
             torchvision ``ImageFolder`` layout (one sub-folder per class); needs torchvision.
@@ -51,7 +47,7 @@ class DemoConfig:
             torch's own setting.
     """
 
-    methods: tuple[str, ...] = DISTILLATION_METHODS
+    methods: tuple[str, ...] = METHODS
     widths: tuple[int, ...] = (2, 4, 8, 16)
     seeds: int = 3
     seed: int = 0
@@ -59,8 +55,7 @@ class DemoConfig:
     teacher_epochs: int = 30
     batch_size: int = 128
     lr: float = 3e-3
-    tau: float = 0.1
-    backend: str = "auto"
+    pc_options: dict[str, object] = field(default_factory=dict)
     device: str = "cpu"
     image_folder: str | None = None
     image_size: int = 16
@@ -77,10 +72,10 @@ class DemoConfig:
     def validated(self) -> DemoConfig:
         """Return a checked copy (tuples, floats, canonical device); raise on bad values."""
         methods = tuple(self.methods)
-        unknown = [m for m in methods if m not in DISTILLATION_METHODS]
+        unknown = [m for m in methods if m not in METHODS]
         if unknown or not methods or len(set(methods)) != len(methods):
             raise ValueError(
-                f"methods must be distinct names among {', '.join(DISTILLATION_METHODS)} "
+                f"methods must be distinct names among {', '.join(METHODS)} "
                 f"({UNTRAINED!r} and {TEACHER!r} are always reported); got {list(methods)!r}"
             )
         widths = tuple(self.widths)
@@ -104,15 +99,10 @@ class DemoConfig:
             or not (math.isfinite(self.lr) and self.lr > 0)
         ):
             raise ValueError(f"lr must be a finite real number > 0; got {self.lr!r}")
-        tau = check_tau(self.tau)
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {self.backend!r}")
         device = check_device(self.device)
-        unusable = backend_unusable(self.backend, device)
-        if unusable:
-            raise ValueError(f"backend {unusable}")
-        if self.eval_metric not in EVAL_METRICS:
-            raise ValueError(f"eval_metric must be one of {', '.join(EVAL_METRICS)}; got {self.eval_metric!r}")
+        check_pc_options(self.pc_options, device)
+        if self.eval_metric not in METRICS:
+            raise ValueError(f"eval_metric must be one of {', '.join(METRICS)}; got {self.eval_metric!r}")
         if self.image_folder is not None and not Path(self.image_folder).is_dir():
             raise ValueError(f"image_folder must be an existing folder; got {self.image_folder!r}")
         return replace(
@@ -120,41 +110,10 @@ class DemoConfig:
             methods=methods,
             widths=widths,
             lr=float(self.lr),
-            tau=tau,
+            pc_options=dict(self.pc_options),
             device=str(device),
         )
 
 
 def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def backend_unusable(backend: str, device: torch.device) -> str | None:
-    """``None`` if the perception coherence ``backend`` can run on ``device`` here, else why not:
-    the backend, the device and the backends accepted for it."""
-    usable = available_backends(device)
-    if backend == "auto" or backend in usable:
-        return None
-    why = ""
-    if backend == "triton":
-        why = " (triton needs a CUDA device and an installed triton: pip install triton)"
-    accepted = ", ".join(repr(name) for name in ("auto", *usable))
-    return f"{backend!r} cannot run on device {str(device)!r} here{why}; accepted for this device: {accepted}"
-
-
-def check_device(device: str) -> torch.device:
-    """The torch device named by ``device`` ("cpu", "cuda", "cuda:<index>"), checked to be usable here."""
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:<index>'; got {device!r}") from error
-    if parsed.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:<index>'; got {device!r}")
-    if parsed.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} was asked for but CUDA is not available here; use device 'cpu'")
-        index = 0 if parsed.index is None else parsed.index
-        if index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
-        parsed = torch.device("cuda", index)
-    return parsed

@@ -49,3 +49,9 @@ def student(in_features: int, width: int) -> nn.Sequential:
 def parameter_count(model: nn.Module) -> int:
     """Number of scalar parameters of ``model``."""
     return sum(p.numel() for p in model.parameters())
+
+
+def untrained_student(in_features: int, width: int, seed: int, device: torch.device) -> nn.Sequential:
+    """The student every method starts from for this ``seed``: its random initialisation, in eval mode."""
+    torch.manual_seed(seed)
+    return student(in_features, width).to(device).eval()
