@@ -74,26 +74,43 @@ def _off_diagonal_rows(distances: np.ndarray) -> np.ndarray:
     return distances[~np.eye(n, dtype=bool)].reshape(n, n - 1)
 
 
-def spearman_coherence(student: torch.Tensor, teacher: torch.Tensor, metric: str) -> float:
-    """Mean over samples i of Spearman's ρ between the student's and the teacher's distances
-    from i to every other sample (student (n, p), teacher (n, q)); a constant row counts as ρ = 0."""
-    rank_s = rankdata(_off_diagonal_rows(distance_matrix(student, student, metric)), axis=1)
-    rank_t = rankdata(_off_diagonal_rows(distance_matrix(teacher, teacher, metric)), axis=1)
-    rank_s -= rank_s.mean(axis=1, keepdims=True)
-    rank_t -= rank_t.mean(axis=1, keepdims=True)
+def _centred_ranks(x: torch.Tensor, metric: str) -> np.ndarray:
+    """(n, n − 1) ranks of each sample's distances to the others, each row centred on its mean."""
+    ranks = rankdata(_off_diagonal_rows(distance_matrix(x, x, metric)), axis=1)
+    return ranks - ranks.mean(axis=1, keepdims=True)
+
+
+def _mean_correlation(rank_s: np.ndarray, rank_t: np.ndarray) -> float:
     denominator = np.sqrt((rank_s**2).sum(axis=1) * (rank_t**2).sum(axis=1))
     numerator = (rank_s * rank_t).sum(axis=1)
     rho = np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
     return float(rho.mean())
 
 
+def spearman_coherence(student: torch.Tensor, teacher: torch.Tensor, metric: str) -> float:
+    """Mean over samples i of Spearman's ρ between the student's and the teacher's distances
+    from i to every other sample (student (n, p), teacher (n, q)); a constant row counts as ρ = 0."""
+    return _mean_correlation(_centred_ranks(student, metric), _centred_ranks(teacher, metric))
+
+
+def _recall(near_s: np.ndarray, near_t: np.ndarray, k: int) -> float:
+    shared = (near_s[:, :k, None] == near_t[:, None, :k]).any(axis=2).sum(axis=1)
+    return float(shared.mean() / k)
+
+
+def _ndcg(near_s: np.ndarray, near_t: np.ndarray, k: int) -> float:
+    n = near_s.shape[0]
+    relevance = np.zeros((n, n))
+    np.put_along_axis(relevance, near_t[:, :k], np.arange(k, 0, -1, dtype=float)[None, :], axis=1)
+    discount = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = (np.take_along_axis(relevance, near_s[:, :k], axis=1) * discount).sum(axis=1)
+    return float(dcg.mean() / (np.arange(k, 0, -1) * discount).sum())
+
+
 def neighbour_recall(student: torch.Tensor, teacher: torch.Tensor, k: int, metric: str) -> float:
     """Mean over samples of the fraction of the teacher's k nearest others that are also among the
     student's k nearest others (recall@k of the teacher's neighbours)."""
-    near_s = nearest_others(student, k, metric)
-    near_t = nearest_others(teacher, k, metric)
-    shared = (near_s[:, :, None] == near_t[:, None, :]).any(axis=2).sum(axis=1)
-    return float(shared.mean() / k)
+    return _recall(nearest_others(student, k, metric), nearest_others(teacher, k, metric), k)
 
 
 def ndcg_at_k(student: torch.Tensor, teacher: torch.Tensor, k: int, metric: str) -> float:
@@ -104,12 +121,27 @@ def ndcg_at_k(student: torch.Tensor, teacher: torch.Tensor, k: int, metric: str)
     own order (Järvelin and Kekäläinen, "Cumulated gain-based evaluation of IR techniques", 2002, with the
     teacher's ranks as graded judgements). 1 when the student's top k is the teacher's, in order.
     """
-    n = student.shape[0]
-    near_s = nearest_others(student, k, metric)
-    near_t = nearest_others(teacher, k, metric)
-    relevance = np.zeros((n, n))
-    np.put_along_axis(relevance, near_t, np.arange(k, 0, -1, dtype=float)[None, :], axis=1)
-    discount = 1.0 / np.log2(np.arange(2, k + 2))
-    dcg = (np.take_along_axis(relevance, near_s, axis=1) * discount).sum(axis=1)
-    ideal = (np.arange(k, 0, -1) * discount).sum()
-    return float(dcg.mean() / ideal)
+    return _ndcg(nearest_others(student, k, metric), nearest_others(teacher, k, metric), k)
+
+
+class TeacherReference:
+    """The teacher's side of the retrieval measures of one evaluation set, computed once for many students.
+
+    ``measures(student)`` gives ``recall_at_<k>`` (``neighbour_recall``) for each k of ``recall_ks``,
+    ``ndcg_at_<k>`` (``ndcg_at_k``) and ``spearman`` (``spearman_coherence``), each equal to the function
+    it is named after.
+    """
+
+    def __init__(self, teacher: torch.Tensor, recall_ks: tuple[int, ...], ndcg_k: int, metric: str) -> None:
+        self.recall_ks, self.ndcg_k, self.metric = recall_ks, ndcg_k, metric
+        self.depth = max(*recall_ks, ndcg_k)
+        self.near = nearest_others(teacher, self.depth, metric)
+        self.ranks = _centred_ranks(teacher, metric)
+
+    def measures(self, student: torch.Tensor) -> dict[str, float]:
+        """Every measure of ``student`` (n, p) against the teacher, by name."""
+        near = nearest_others(student, self.depth, self.metric)
+        out = {f"recall_at_{k}": _recall(near, self.near, k) for k in self.recall_ks}
+        out[f"ndcg_at_{self.ndcg_k}"] = _ndcg(near, self.near, self.ndcg_k)
+        out["spearman"] = _mean_correlation(_centred_ranks(student, self.metric), self.ranks)
+        return out
