@@ -1,4 +1,5 @@
-"""Where a result comes from: the machine, the commit, the versions, the date and the load.
+"""Where a result comes from: the machine, the commit, the versions, the date and the load; and the report
+files that carry it.
 
 Every report a harness writes carries this record beside the command that produced it, so that a
 number in the docs names its run.
@@ -8,11 +9,14 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+import json
 import os
 import platform
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -94,3 +98,22 @@ def describe(env: dict[str, object]) -> str:
         f"{env['torch_threads']}, 1-minute load average {env['load_average_1min']} at the start), commit "
         f"`{env['commit']}`, {env['date_utc']} UTC; {versions}."
     )
+
+
+def run_header(
+    command: str, seconds: float, config: Any, env: dict[str, object], data: dict[str, Any]
+) -> dict[str, object]:
+    """The first keys of every report.json: the command, its wall time in seconds, the settings (a
+    dataclass), the environment and the data."""
+    return {"command": command, "seconds": seconds, "config": asdict(config), "environment": env, "data": data}
+
+
+def write_report_files(folder: Path, payload: dict[str, object], markdown: str) -> list[Path]:
+    """Write ``payload`` as ``report.json`` (first, so that a result survives a failing Markdown step) and
+    ``markdown`` as ``report.md`` into ``folder``, created if missing; return their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    json_path = folder / "report.json"
+    json_path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    markdown_path = folder / "report.md"
+    markdown_path.write_text(markdown, encoding="utf-8")
+    return [json_path, markdown_path]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import statistics
-from typing import TypedDict
+from collections.abc import Iterable
+from typing import Protocol, TypedDict
 
 
 class Stats(TypedDict):
@@ -53,3 +54,29 @@ def markdown_table(rows: list[list[str]]) -> str:
 
 # method → width → measure → its statistics over seeds.
 Summary = dict[str, dict[int, dict[str, Stats]]]
+
+
+class Measured(Protocol):
+    """A record of one evaluated model: its method, width, measures and (if trained) median step time."""
+
+    method: str
+    width: int
+    metrics: dict[str, float]
+    seconds_per_step: float | None
+
+
+def summarize(records: Iterable[Measured], measures: tuple[str, ...]) -> Summary:
+    """method → width → each of ``measures`` (and "seconds_per_step" where known) → ``Stats`` over the
+    records of that method and width (one per seed)."""
+    grouped: dict[str, dict[int, list[Measured]]] = {}
+    for record in records:
+        grouped.setdefault(record.method, {}).setdefault(record.width, []).append(record)
+    out: Summary = {}
+    for method, by_width in grouped.items():
+        for width, group in by_width.items():
+            values = {m: [r.metrics[m] for r in group] for m in measures}
+            step_times = [r.seconds_per_step for r in group if r.seconds_per_step is not None]
+            if step_times:
+                values["seconds_per_step"] = step_times
+            out.setdefault(method, {})[width] = {name: stats(v) for name, v in values.items()}
+    return out

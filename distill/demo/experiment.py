@@ -15,9 +15,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..objectives import make_objective
-from ..provenance import environment
+from ..provenance import environment, run_header
 from ..runtime import default_cache_dir, run_settings
-from ..tables import Summary, stats
+from ..tables import Summary, summarize
 from ..training import Budget, TrainingRun, distillation_step, train
 from .config import TEACHER, UNTRAINED, DemoConfig
 from .data import Split, load_digits_split, load_image_folder_split
@@ -93,28 +93,13 @@ class ExperimentResult:
 
         The teacher is a single model: its std is always ``None``.
         """
-        grouped: dict[str, dict[int, list[Record]]] = {}
-        for record in self.records:
-            grouped.setdefault(record.method, {}).setdefault(record.width, []).append(record)
-        out: Summary = {}
-        for method, by_width in grouped.items():
-            for width, records in by_width.items():
-                values = {m: [r.metrics[m] for r in records] for m in MEASURES}
-                step_times = [r.seconds_per_step for r in records if r.seconds_per_step is not None]
-                if step_times:
-                    values["seconds_per_step"] = step_times
-                out.setdefault(method, {})[width] = {name: stats(v) for name, v in values.items()}
-        return out
+        return summarize(self.records, MEASURES)
 
     def to_json(self) -> dict[str, object]:
         """The result as JSON-serialisable data: command, wall time, settings, environment, data, teacher,
         records, summary."""
         return {
-            "command": self.command,
-            "seconds": self.seconds,
-            "config": asdict(self.config),
-            "environment": self.environment,
-            "data": self.data,
+            **run_header(self.command, self.seconds, self.config, self.environment, self.data),
             "teacher": self.teacher,
             "records": [asdict(r) for r in self.records],
             "summary": self.summary(),

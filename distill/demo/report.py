@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import textwrap
 from pathlib import Path
 
 from ..comparison import VERDICT_RULE, comparison, comparison_rows
 from ..objectives import describe_pc_options
-from ..provenance import describe
+from ..provenance import describe, write_report_files
 from ..tables import Stats, aligned, cell, markdown_table
 from .config import TEACHER, UNTRAINED
 from .evaluate import MEASURES
@@ -106,11 +105,6 @@ def markdown_report(result: ExperimentResult, figures: list[str]) -> str:
 
 def write_report(result: ExperimentResult, folder: Path, figures: list[str]) -> list[Path]:
     """Write ``report.json`` and ``report.md`` into ``folder`` (created if missing); return their paths."""
-    folder.mkdir(parents=True, exist_ok=True)
     payload = result.to_json()
     payload["comparison"] = comparison(result.summary(), result.config.methods, result.config.widths, MEASURES)
-    json_path = folder / "report.json"
-    json_path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    markdown_path = folder / "report.md"
-    markdown_path.write_text(markdown_report(result, figures), encoding="utf-8")
-    return [json_path, markdown_path]
+    return write_report_files(folder, payload, markdown_report(result, figures))

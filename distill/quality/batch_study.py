@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from ..metrics import TeacherReference
-from ..provenance import environment
+from ..provenance import environment, run_header
 from ..runtime import default_cache_dir, run_settings
 from ..training import Budget
 from .config import NDCG_K, RECALL_KS, QualityConfig
@@ -108,11 +108,7 @@ class StudyResult:
     def to_json(self) -> dict[str, object]:
         """The result as JSON-serialisable data."""
         return {
-            "command": self.command,
-            "seconds": self.seconds,
-            "config": asdict(self.config),
-            "environment": self.environment,
-            "data": self.data,
+            **run_header(self.command, self.seconds, self.config, self.environment, self.data),
             "records": [asdict(r) for r in self.records],
         }
 

@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 
 from ..metrics import TeacherReference
 from ..objectives import make_objective
-from ..provenance import environment
+from ..provenance import environment, run_header
 from ..runtime import default_cache_dir, run_settings
-from ..tables import Summary, stats
+from ..tables import Summary, summarize
 from ..training import Budget, TrainingRun, distillation_step, train
 from .config import MEASURES, NDCG_K, RECALL_KS, QualityConfig
 from .corpus import load_corpus
@@ -171,19 +171,8 @@ class QualityResult:
     def summary(self) -> Summary:
         """method → width → measure (and "seconds_per_step") → ``Stats`` over the seeds at the chosen
         learning rate, on the test split (the untrained student: over the same seeds)."""
-        grouped: dict[str, dict[int, list[Record]]] = {}
-        for r in self.records:
-            if r.split == "test" and r.phase == SELECTED:
-                grouped.setdefault(r.method, {}).setdefault(r.width, []).append(r)
-        out: Summary = {}
-        for method, by_width in grouped.items():
-            for width, records in by_width.items():
-                values = {m: [r.metrics[m] for r in records] for m in MEASURES}
-                times = [r.seconds_per_step for r in records if r.seconds_per_step is not None]
-                if times:
-                    values["seconds_per_step"] = times
-                out.setdefault(method, {})[width] = {name: stats(v) for name, v in values.items()}
-        return out
+        selected = [r for r in self.records if r.split == "test" and r.phase == SELECTED]
+        return summarize(selected, MEASURES)
 
     def lr_search(self) -> dict[str, dict[int, dict[float, float]]]:
         """method → width → learning rate → the validation measure that chose among them."""
@@ -196,11 +185,7 @@ class QualityResult:
     def to_json(self) -> dict[str, object]:
         """The result as JSON-serialisable data."""
         return {
-            "command": self.command,
-            "seconds": self.seconds,
-            "config": asdict(self.config),
-            "environment": self.environment,
-            "data": self.data,
+            **run_header(self.command, self.seconds, self.config, self.environment, self.data),
             "selected_lr": self.selected_lr,
             "lr_search": self.lr_search(),
             "records": [asdict(r) for r in self.records],

@@ -3,13 +3,12 @@ search, as Markdown (generated, never typed) and JSON, each with the command, ma
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
 from ..comparison import VERDICT_RULE, comparison, comparison_rows
 from ..objectives import describe_pc_options
-from ..provenance import describe
+from ..provenance import describe, write_report_files
 from ..tables import aligned, cell, markdown_table, stats
 from .batch_study import LR_RULES, REGIMES, StudyRecord, StudyResult
 from .config import MEASURES
@@ -110,14 +109,9 @@ def markdown_report(result: QualityResult) -> str:
 
 def write_report(result: QualityResult, folder: Path) -> list[Path]:
     """Write ``report.json`` and ``report.md`` into ``folder`` (created if missing); return their paths."""
-    folder.mkdir(parents=True, exist_ok=True)
     payload = result.to_json()
     payload["comparison"] = comparison(result.summary(), result.config.methods, result.config.widths, MEASURES)
-    json_path = folder / "report.json"
-    json_path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    markdown_path = folder / "report.md"
-    markdown_path.write_text(markdown_report(result), encoding="utf-8")
-    return [json_path, markdown_path]
+    return write_report_files(folder, payload, markdown_report(result))
 
 
 def study_rows(result: StudyResult, regime: str) -> list[list[str]]:
@@ -175,9 +169,4 @@ def study_markdown(result: StudyResult) -> str:
 
 def write_study_report(result: StudyResult, folder: Path) -> list[Path]:
     """Write the study's ``report.json`` and ``report.md`` into ``folder``; return their paths."""
-    folder.mkdir(parents=True, exist_ok=True)
-    json_path = folder / "report.json"
-    json_path.write_text(json.dumps(result.to_json(), indent=2) + "\n", encoding="utf-8")
-    markdown_path = folder / "report.md"
-    markdown_path.write_text(study_markdown(result), encoding="utf-8")
-    return [json_path, markdown_path]
+    return write_report_files(folder, result.to_json(), study_markdown(result))
