@@ -29,6 +29,9 @@ QUALITY = [
 ]
 BENCH = ["matplotlib", "pytest", "pytest-benchmark"]  # benchmarks/
 CPU = ["numba"]  # compiled loops for the CPU stages (pc_kernels/stages/numba_loops.py); torch is the fallback
+# pc_kernels/sentence_transformers.py (6.2: the GradCache it builds on keeps float64 and syncs DDP once a step);
+# [train] brings the trainer's datasets and accelerate.
+SENTENCE_TRANSFORMERS = ["sentence-transformers[train]>=6.2"]
 TEST = [
     "pytest",
     "numba",
@@ -37,6 +40,7 @@ TEST = [
     "scikit-learn",
     "matplotlib",
     "tqdm",
+    *SENTENCE_TRANSFORMERS,
     # The tests run the Triton kernels under its CPU interpreter; triton ships for Linux only.
     "triton>=3.6; platform_system == 'Linux'",
     "ruff",
@@ -77,5 +81,6 @@ setup(
         "test": TEST,
         "cpu": CPU,
         "triton": ["triton>=3.6"],
+        "sentence-transformers": SENTENCE_TRANSFORMERS,
     },
 )
