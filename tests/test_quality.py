@@ -128,7 +128,7 @@ def test_teacher_reference_equals_the_metric_functions():
 def _stand_in_teacher(sentences, cache_dir, progress):
     """Unit-norm embeddings of the sentences' hashed words: a deterministic teacher the student can learn."""
     table = np.random.default_rng(0).normal(size=(512, 16))
-    rows = [table[hashed_ngrams(s, 512)].mean(axis=0) for s in sentences]
+    rows = [table[hashed_ngrams(s, 512) or [0]].mean(axis=0) for s in sentences]  # [0]: a sentence without words
     embeddings = np.stack(rows).astype(np.float32)
     return embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True), cache_dir / "stand-in.npy", False
 
