@@ -32,14 +32,7 @@ from distill.objectives import METHODS
 from distill.tables import Stats
 from pc_kernels import available_backends
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The harness's models are tiny: one CPU thread is fastest, above all on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _huber(x: float) -> float:

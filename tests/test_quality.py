@@ -18,13 +18,7 @@ from distill.quality.__main__ import main
 from distill.quality.corpus import MissingExtraError, fortune_files, load_corpus, sentences_of
 from distill.quality.student import BagStudent, HashedBags, embed_all, hashed_ngrams
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_sentences_are_split_bounded_and_deduplicated():
