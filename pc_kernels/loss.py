@@ -67,7 +67,7 @@ def perception_coherence_loss(
     rows: tuple[int, int] | None = None,
     chunk_rows: int | None = None,
     distributed: bool = False,
-    algorithm: str = "dense",
+    algorithm: str = "auto",
     bins: int | None = None,
 ) -> torch.Tensor:
     """Perception coherence loss between student and teacher features of one batch.
@@ -78,7 +78,8 @@ def perception_coherence_loss(
     to Lightweight Models via Perception Coherence", TMLR 2026).
 
     Args:
-        student: (n, p) student features, or (n, ...) flattened to (n, −1); n >= 3.
+        student: (n, p) student features, or (n, ...) flattened to (n, −1); n >= 3. A 1-D tensor is
+            refused (ValueError), not read as (n, 1): pass x[:, None] for one feature per sample.
         teacher: (n, q) teacher features of the same n samples in the same order.
         tau: sigmoid temperature τ > 0 of the soft ranks (units of the row scale). Default 0.1.
         dissimilarity: "euclidean" (default), "sqeuclidean" or "cosine".
@@ -94,18 +95,22 @@ def perception_coherence_loss(
             "reference" (plain autograd, n³ memory: the oracle), "torch" or "triton".
         rows: None (every reference row) or (start, end): only reference rows start <= i < end, each
             against the whole batch; "mean" then averages over those rows.
-        chunk_rows: reference rows the pipeline runs through all its stages at once (None: from a
-            memory budget). Changes memory use and speed, never the result.
+        chunk_rows: reference rows the pipeline runs through all its stages at once, rounded up to a
+            multiple of 64 (None: from a memory budget). Changes memory use and speed, never the result.
         distributed: when True and torch.distributed is initialized, student and teacher are this
             process's (n_r, ·) slice of a global batch of N = Σ_r n_r samples: features are
             all-gathered, each process computes its own n_r reference rows against all N, and the value
             is the single-process loss on the concatenated batch, with a gradient scaled so that DDP's
             average is that loss's gradient ("none": this process's (n_r,) own-row losses). See
             ``pc_kernels.distributed``. A no-op when not initialized. Default False.
-        algorithm: "dense" (default: every sigmoid, O(n³)) or "binned" (backends "torch" and "triton":
-            each row's soft ranks and their gradient as kernel sums on a grid by FFT, O(n² + n·B log B),
-            within 1e-5 of the dense ones; docs/binned.md).
-        bins: with algorithm="binned": None (default: grid chosen for the 1e-5 bound) or B in
+        algorithm: "auto" (default), "dense" (every sigmoid, O(n³), exact) or "binned" (backends "torch"
+            and "triton": each row's soft ranks and their gradient as kernel sums on a grid by FFT,
+            O(n² + n·B log B), within 1e-5 of the dense ones; docs/binned.md). "auto" runs "binned" from
+            n = ``plan.AUTO_BINNED_FROM`` of the device on (CPU: 128, 192 without numba; CUDA: 2048;
+            n of the whole batch, also with ``rows`` or ``distributed``) and "dense" below and on the
+            reference backend, so its results are within the binned bound of the dense ones;
+            ``last_plan`` says which ran.
+        bins: with algorithm="binned" only: None (default: grid chosen for the 1e-5 bound) or B in
             [2, 2**22] grid nodes per row.
 
     Returns:
@@ -145,7 +150,7 @@ class PerceptionCoherenceLoss(nn.Module):
 
     Every argument is an option of ``perception_coherence_loss`` (see its documentation for each):
     tau=0.1, dissimilarity="euclidean", discrepancy="mse", teacher_ranks="soft", normalize="row_std",
-    reduction="mean", backend="auto", rows=None, chunk_rows=None, distributed=False, algorithm="dense",
+    reduction="mean", backend="auto", rows=None, chunk_rows=None, distributed=False, algorithm="auto",
     bins=None. Options are validated once, at construction.
 
     Shapes:
@@ -175,7 +180,7 @@ class PerceptionCoherenceLoss(nn.Module):
         rows: tuple[int, int] | None = None,
         chunk_rows: int | None = None,
         distributed: bool = False,
-        algorithm: str = "dense",
+        algorithm: str = "auto",
         bins: int | None = None,
     ) -> None:
         """Validate and keep the options (see the class docstring and ``perception_coherence_loss``).
@@ -229,7 +234,7 @@ def soft_ranks(
     normalize: str = "row_std",
     hard: bool = False,
     backend: str = "auto",
-    algorithm: str = "dense",
+    algorithm: str = "auto",
     bins: int | None = None,
 ) -> torch.Tensor:
     """The (n, n) rank matrix R of one feature set, with a zero diagonal (docs/spec.md, "Soft rank").
@@ -293,4 +298,4 @@ def pairwise_dissimilarity(features: torch.Tensor, kind: str = "euclidean", *, b
     with torch.autocast(device_type=x.device.type, enabled=False):
         if plan.backend == "reference":
             return reference.pairwise_dissimilarity(x, kind)
-        return pipeline.dissimilarity_matrix(x, kind, plan)
+        return pipeline.dissimilarity_matrix(x, options, plan)

@@ -24,7 +24,7 @@ TEACHER_RANKS = ("soft", "hard")
 NORMALIZATIONS = ("row_std", "none")
 REDUCTIONS = ("mean", "sum", "none")
 BACKENDS = ("auto", "reference", "torch", "triton")
-ALGORITHMS = ("dense", "binned")
+ALGORITHMS = ("auto", "dense", "binned")
 FLOATING_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # Largest grid (nodes per row) of algorithm="binned", automatic or given as ``bins``.
 MAX_BINS = 2**22
@@ -86,7 +86,7 @@ class LossOptions:
     chunk_rows: int | None = _option(
         None,
         "None, or an int >= 1",
-        "reference rows per block of the pipeline (None: from a memory budget)",
+        "reference rows per block of the pipeline, rounded up to a multiple of 64 (None: from a memory budget)",
         agreed=False,
     )
     distributed: bool = _option(
@@ -96,9 +96,10 @@ class LossOptions:
         agreed=False,
     )
     algorithm: str = _option(
-        "dense",
+        "auto",
         _one_of(ALGORITHMS),
-        '"binned": soft ranks on a grid by FFT, O(n² + n·B log B), within 1e-5',
+        '"dense": every sigmoid, O(n³); "binned": soft ranks on a grid by FFT, O(n² + n·B log B), within '
+        '1e-5; "auto": "binned" from a measured n per device on, else "dense"',
         choices=ALGORITHMS,
     )
     bins: int | None = _option(
@@ -135,7 +136,10 @@ class LossOptions:
         if bins is not None:
             _check_optional_int("bins", bins, 2, MAX_BINS)
             if self.algorithm != "binned":
-                raise ValueError(f"bins applies only to algorithm='binned'; got bins={bins!r} with algorithm='dense'")
+                raise ValueError(
+                    f"bins applies only to algorithm='binned' (set it explicitly); got bins={bins!r} with "
+                    f"algorithm={self.algorithm!r}"
+                )
         if self.algorithm == "binned" and self.backend == "reference":
             raise ValueError(
                 "algorithm='binned' runs on backend 'torch', 'triton' or 'auto'; the reference backend "
@@ -233,6 +237,16 @@ def computation_dtype(*dtypes: torch.dtype) -> torch.dtype:
     return torch.float64 if torch.float64 in dtypes else torch.float32
 
 
+def check_batch_shape(name: str, x: torch.Tensor) -> None:
+    """Raise ValueError unless x has at least 2 dimensions, (n, d) or (n, ...): n samples and their features.
+    A 1-D tensor is refused rather than read as (n, 1) or (1, d), which would both be guesses."""
+    if x.dim() < 2:
+        raise ValueError(
+            f"{name} must have shape (n, d) or (n, ...): n samples and at least one feature dimension; got a "
+            f"{x.dim()}-d tensor of shape {tuple(x.shape)} (for n samples of one feature pass x[:, None])"
+        )
+
+
 def _flattened(name: str, x: object) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (n, ...); got {type(x).__name__}")
@@ -240,8 +254,7 @@ def _flattened(name: str, x: object) -> torch.Tensor:
         raise TypeError(f"{name} must be a dense (strided) tensor; got layout {x.layout}")
     if x.dtype not in FLOATING_DTYPES:
         raise TypeError(f"{name} must have a floating dtype (float16, bfloat16, float32 or float64); got {x.dtype}")
-    if x.dim() == 0:
-        raise ValueError(f"{name} must have shape (n, ...) with n >= 3; got a 0-d tensor")
+    check_batch_shape(name, x)
     if x.shape[0] < 3:
         raise ValueError(f"{name} must hold n >= 3 samples (shape (n, ...)); got shape {tuple(x.shape)}")
     flat = x.reshape(x.shape[0], -1)

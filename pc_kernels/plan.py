@@ -75,17 +75,33 @@ REFERENCE_MEMORY_BYTES = 4 * 2**30
 _OTHER_DEVICE_BYTES = 128 * 2**20
 # (rows, n)-sized float64 temporaries one block row of the pipeline holds at once, both sides.
 _BLOCK_TEMPORARIES = 12
-# (n, n, n) tensors of the reference per soft side, autograd's saved tensors included
-# (measured: about 6 n³ buffers for fwd+bwd with two soft sides, at n = 256 and 384).
-_REFERENCE_CUBES_PER_SIDE = 3
+# The reference's (n, n, n) tensors (reference.ranks_from_scaled), in bytes per n³ for an itemsize s: one
+# rank matrix holds at its peak z, σ(z) (or the Heaviside terms), the bool mask k_valid, the mask cast to
+# the dtype for the product, and the product: 4s + 1; autograd keeps σ(z) and the mask of every soft rank
+# matrix built before the last (s + 1 each). A hard rank matrix has the same peak: it builds the same
+# tensors, without gradient. The backward's temporaries (the mask cast again, σ' and the gradient of z)
+# stay below the forward's peak. CPU allocators keep freed blocks of that size for reuse (glibc: below its
+# 32 MiB mmap threshold), so the process grows by up to REFERENCE_ALLOCATOR_SLACK times the live peak
+# (measured: fwd+bwd of every option combination at n = 140, float32 and float64, tests/test_memory.py).
+REFERENCE_ALLOCATOR_SLACK = 2.5
+
+
+def reference_memory_bytes(n: int, features: int, dtype: torch.dtype, rank_matrices: int) -> int:
+    """The memory backend="reference" may need for ``rank_matrices`` (n, n) rank matrices of n samples with at
+    most ``features`` features, in ``dtype`` (see the comment above); (n, n, features) differences otherwise."""
+    s = torch.finfo(dtype).bits // 8
+    cubes = 0 if rank_matrices == 0 else (rank_matrices - 1) * (s + 1) + 4 * s + 1
+    return int(REFERENCE_ALLOCATOR_SLACK * max(cubes * n**3, 2 * n * n * features * 8))
 
 
 def _bytes_setting(environ: Mapping[str, str], name: str, default: int) -> int:
     value = environ.get(name)
     if value is None:
         return default
-    if not value.isdigit() or int(value) < 1:
-        raise ValueError(f"{name} must be a positive integer (bytes); got {value!r}")
+    # ASCII digits only: str.isdigit and int() also take other scripts' digits ("²", "٣"), which int() refuses
+    # or reads as a number nobody typed.
+    if re.fullmatch("[0-9]+", value) is None or int(value) < 1:
+        raise ValueError(f"{name} must be a positive integer (bytes, in the ASCII digits 0-9); got {value!r}")
     return int(value)
 
 
@@ -182,11 +198,12 @@ class ExecutionPlan:
 
     Attributes:
         backend: "reference", "torch" or "triton" (what "auto" resolved to).
-        algorithm: "dense" or "binned".
+        algorithm: "dense" or "binned" (what "auto" resolved to, by AUTO_BINNED_FROM).
         distance_stage: "torch", "triton" or "reference".
         rank_stage: "dense", "triton", "binned" or "reference".
         rows: the reference rows [start, end) computed.
-        block_rows: reference rows the pipeline runs through all stages at once.
+        block_rows: reference rows the pipeline runs through all stages at once (``chunk_rows`` as given; the
+            pipeline rounds it up to whole tiles of ``stages.distances.GRAM_ROWS`` rows).
         tile_rows: rows per tile of the dense torch rank stage's workspace.
         keep_ranks: whether the forward keeps both sides' ranks for the backward (always for the dense
             algorithm; for the binned one within the memory budget, else the backward recomputes them).
@@ -224,7 +241,9 @@ class ExecutionPlan:
 def _reference_plan(
     options: LossOptions, n: int, d: int, dtype: torch.dtype, soft_sides: int, environ: Mapping[str, str]
 ) -> ExecutionPlan:
-    need = max(_REFERENCE_CUBES_PER_SIDE * soft_sides * n**3, n * n * d) * torch.finfo(dtype).bits // 8
+    # A loss with hard teacher ranks ranks one side softly and builds the teacher's rank matrix as well.
+    rank_matrices = soft_sides + (soft_sides == 1 and options.teacher_ranks == "hard")
+    need = reference_memory_bytes(n, d, dtype, rank_matrices)
     limit = _bytes_setting(environ, "PC_KERNELS_REFERENCE_MEMORY_LIMIT", REFERENCE_MEMORY_BYTES)
     if need > limit:
         raise ValueError(
@@ -272,7 +291,9 @@ def resolve_plan(
         environ, "PC_KERNELS_TORCH_WORKSPACE_BYTES", WORKSPACE_BYTES.get(device.type, _OTHER_DEVICE_BYTES)
     )
     tile_rows = max(1, workspace // (strip_width(w) * w * itemsize))
-    binned = options.algorithm == "binned"
+    loops = _loops(device, environ)
+    algorithm = _algorithm_for(options.algorithm, device, n, loops) if soft_sides else "dense"
+    binned = algorithm == "binned"
     matrix = (end - start) * w * itemsize
     budget = _kept_bytes(device)
     keep_ranks = not binned or 2 * matrix <= budget
@@ -280,7 +301,7 @@ def resolve_plan(
     fast = backend == "triton" and device.type == "cuda" and dtype == torch.float32
     return ExecutionPlan(
         backend=backend,
-        algorithm=options.algorithm,
+        algorithm=algorithm,
         distance_stage=backend,
         rank_stage="binned" if binned else ("triton" if backend == "triton" else "dense"),
         rows=(start, end),
@@ -290,8 +311,29 @@ def resolve_plan(
         keep_distances=keep_distances,
         fast_sigmoid=fast and environ.get("PC_KERNELS_FAST_SIGMOID") == "1",
         bins=options.bins,
-        loops=_loops(device, environ),
+        loops=loops,
     )
+
+
+# algorithm="auto": the smallest n from which it runs "binned" (below it "dense": exact, and as fast), per
+# device class, as torch.cdist switches its method by size. CPU: measured, fwd+bwd of both side by side
+# (docs/troubleshooting.md, "Which algorithm"); CUDA: a prediction from the Hopper model of the dense
+# Triton kernels (docs/hopper_model.md), not a measurement.
+AUTO_BINNED_FROM = {"cpu-numba": 128, "cpu-torch": 192, "cuda": 2048}
+
+
+def auto_device_class(device: torch.device, loops: str) -> str:
+    """The key of AUTO_BINNED_FROM for tensors on ``device`` with CPU ``loops``: "cpu-numba", "cpu-torch"
+    or, for every other device, "cuda"."""
+    return f"cpu-{loops}" if device.type == "cpu" else "cuda"
+
+
+def _algorithm_for(algorithm: str, device: torch.device, n: int, loops: str) -> str:
+    """What ``algorithm`` means for a batch of n samples: "dense" or "binned" (the same in every process
+    of a distributed loss, where n is the global batch's)."""
+    if algorithm != "auto":
+        return algorithm
+    return "binned" if n >= AUTO_BINNED_FROM[auto_device_class(device, loops)] else "dense"
 
 
 def _kept_bytes(device: torch.device) -> int:

@@ -21,14 +21,23 @@ import torch
 
 import pc_kernels
 from helpers import DEVICE, OPTION_GRID, cosine, loss_and_grads, random_features, usable_paths
-from pc_kernels import pipeline
 from pc_kernels import plan as plan_module
 from pc_kernels.stages import binned_ranks as binned
+from pc_kernels.stages import distances
 from pc_kernels.stages.dense_ranks import dense_ranks, dense_ranks_backward
 
 TAUS = (0.01, 0.03, 0.1, 0.3, 1.0)
 BINNED_PATHS = [path for path in usable_paths() if path.algorithm == "binned"]
 LOOPS = ["torch", "numba"] if plan_module._NUMBA_INSTALLED else ["torch"]
+GRIDS = {"torch": binned.Grid, "numba": binned.NumbaGrid}
+
+
+def binned_ranks(d: torch.Tensor, c: torch.Tensor, bins: int | None, loops: str) -> torch.Tensor:
+    return GRIDS[loops](d, c, bins).ranks()
+
+
+def binned_ranks_backward(d: torch.Tensor, c: torch.Tensor, g: torch.Tensor, bins: int | None, loops: str):
+    return GRIDS[loops](d, c, bins).rank_gradient(g)
 
 
 def _rows(kind: str, m: int, w: int, seed: int) -> torch.Tensor:
@@ -64,10 +73,10 @@ def test_ranks_and_rank_gradient_within_documented_bounds(kind: str, tau: float,
     d = _rows(kind, 6, 301, seed=int(tau * 1000))
     c = _factor(d, tau)
     g = torch.randn(d.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    approx = binned.binned_ranks(d, c, None, loops)
+    approx = binned_ranks(d, c, None, loops)
     assert (approx - dense_ranks(d, c, 6)).abs().max().item() <= binned.RANK_TOLERANCE
     grad_dense = dense_ranks_backward(d, c, g, 6)
-    grad_binned = binned.binned_ranks_backward(d, c, g, None, loops)
+    grad_binned = binned_ranks_backward(d, c, g, None, loops)
     h = binned.automatic_spacing(301)
     bound = (g.abs() + g.abs().amax(dim=1, keepdim=True)) * binned.SLOPE_ERROR_CONSTANT * h**4 * _per_pair_to_row(301)
     assert torch.all((grad_binned - grad_dense).abs() <= bound + 1e-12)  # 1e-12: float64 rounding of the sums
@@ -93,10 +102,10 @@ def test_ranks_depend_only_on_the_points_in_units_of_tau(loops: str) -> None:
     c = _factor(d, 0.1)
     g = random_features(3, 50, seed=5)
     torch.testing.assert_close(
-        binned.binned_ranks(2 * d, c / 2, None, loops), binned.binned_ranks(d, c, None, loops), rtol=0, atol=1e-15
+        binned_ranks(2 * d, c / 2, None, loops), binned_ranks(d, c, None, loops), rtol=0, atol=1e-15
     )
     torch.testing.assert_close(
-        binned.binned_ranks_backward(2 * d, c / 2, g, None, loops), binned.binned_ranks_backward(d, c, g, None, loops),
+        binned_ranks_backward(2 * d, c / 2, g, None, loops), binned_ranks_backward(d, c, g, None, loops),
         rtol=0, atol=1e-15,
     )  # fmt: skip
 
@@ -109,9 +118,9 @@ def test_error_shrinks_as_bins_grow_and_meets_the_bound(tau: float, loops: str) 
     dense = dense_ranks(d, c, 4)
     errors = []
     for bins in (64, 256, 1024, 4096):
-        grid = binned.Grid(d, c, bins, loops)
+        grid = GRIDS[loops](d, c, bins)
         assert grid.nodes == bins + 2  # one margin node on each side for the cubic basis
-        error = (binned.binned_ranks(d, c, bins, loops) - dense).abs().amax(dim=1)
+        error = (binned_ranks(d, c, bins, loops) - dense).abs().amax(dim=1)
         bound = binned.RANK_ERROR_CONSTANT * grid.spacing**4 * _per_pair_to_row(257)  # per row, h of that row
         assert torch.all(error <= bound)
         errors.append(error.max().item())
@@ -127,17 +136,17 @@ def test_outliers_cost_at_most_saturation_each(loops: str) -> None:
     d = _rows("outliers", 3, 200, seed=5)
     c = _factor(d, tau)
     h = binned.automatic_spacing(200)
-    grid = binned.Grid(d, c, None, loops)
+    grid = GRIDS[loops](d, c, None)
     bulk = ((d[:, 3:].amax(dim=1) - d[:, 3:].amin(dim=1)) / tau).max().item()
     # Interior nodes ceil(spread/h) + 1, plus the two margin nodes.
     assert grid.nodes <= math.ceil((bulk + 3 * binned.SATURATION) / h) + 3
     assert grid.nodes < (5000 / tau) / h / 100
     dense = dense_ranks(d, c, 3)
-    assert (binned.binned_ranks(d, c, None, loops) - dense).abs().max().item() <= binned.RANK_TOLERANCE
-    coarse = binned.Grid(d, c, 128, loops)
+    assert (binned_ranks(d, c, None, loops) - dense).abs().max().item() <= binned.RANK_TOLERANCE
+    coarse = GRIDS[loops](d, c, 128)
     # The 128 nodes span the closed rows: about (bulk + 3·SATURATION)/127 apart, not 5000/τ/127.
     assert coarse.spacing.max().item() <= (bulk + 3 * binned.SATURATION) / 127 + 1e-12
-    error = (binned.binned_ranks(d, c, 128, loops) - dense).abs().amax(dim=1)
+    error = (binned_ranks(d, c, 128, loops) - dense).abs().amax(dim=1)
     assert torch.all(error <= binned.RANK_ERROR_CONSTANT * coarse.spacing**4 * _per_pair_to_row(200))
 
 
@@ -145,12 +154,12 @@ def test_outliers_cost_at_most_saturation_each(loops: str) -> None:
 def test_equal_and_tiny_rows_are_finite(loops: str) -> None:
     d = torch.zeros(3, 10, dtype=torch.float64)
     c = torch.full((3,), 1e4, dtype=torch.float64)
-    torch.testing.assert_close(binned.binned_ranks(d, c, None, loops), torch.full_like(d, 0.5), rtol=0, atol=1e-15)
-    assert torch.isfinite(binned.binned_ranks_backward(d, c, torch.ones_like(d), None, loops)).all()
+    torch.testing.assert_close(binned_ranks(d, c, None, loops), torch.full_like(d, 0.5), rtol=0, atol=1e-15)
+    assert torch.isfinite(binned_ranks_backward(d, c, torch.ones_like(d), None, loops)).all()
     pair = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
     c = torch.tensor([10.0], dtype=torch.float64)
     dense = dense_ranks(pair, c, 1)
-    torch.testing.assert_close(binned.binned_ranks(pair, c, None, loops), dense, rtol=0, atol=binned.RANK_TOLERANCE)
+    torch.testing.assert_close(binned_ranks(pair, c, None, loops), dense, rtol=0, atol=binned.RANK_TOLERANCE)
 
 
 @pytest.mark.parametrize("loops", LOOPS)
@@ -160,10 +169,10 @@ def test_deposits_are_order_independent(loops: str) -> None:
     c = _factor(d, 0.05)
     g = random_features(2, 120, seed=7)
     perm = torch.randperm(120, generator=torch.Generator().manual_seed(8))
-    assert torch.equal(binned.binned_ranks(d[:, perm], c, None, loops), binned.binned_ranks(d, c, None, loops)[:, perm])
+    assert torch.equal(binned_ranks(d[:, perm], c, None, loops), binned_ranks(d, c, None, loops)[:, perm])
     assert torch.equal(
-        binned.binned_ranks_backward(d[:, perm], c, g[:, perm], None, loops),
-        binned.binned_ranks_backward(d, c, g, None, loops)[:, perm],
+        binned_ranks_backward(d[:, perm], c, g[:, perm], None, loops),
+        binned_ranks_backward(d, c, g, None, loops)[:, perm],
     )
 
 
@@ -174,14 +183,12 @@ def test_numba_loops_compute_what_the_torch_loops_compute(bins) -> None:
     d = _rows("outliers", 4, 150, seed=9)
     c = _factor(d, 0.05)
     g = random_features(4, 150, seed=10)
-    torch_grid, numba_grid = binned.Grid(d, c, bins, "torch"), binned.Grid(d, c, bins, "numba")
+    torch_grid, numba_grid = GRIDS["torch"](d, c, bins), GRIDS["numba"](d, c, bins)
     for weights in (None, g):
         assert torch.equal(torch_grid._deposit(weights)[0], numba_grid._deposit(weights)[0])
+    torch.testing.assert_close(binned_ranks(d, c, bins, "numba"), binned_ranks(d, c, bins, "torch"), rtol=0, atol=1e-14)
     torch.testing.assert_close(
-        binned.binned_ranks(d, c, bins, "numba"), binned.binned_ranks(d, c, bins, "torch"), rtol=0, atol=1e-14
-    )
-    torch.testing.assert_close(
-        binned.binned_ranks_backward(d, c, g, bins, "numba"), binned.binned_ranks_backward(d, c, g, bins, "torch"),
+        binned_ranks_backward(d, c, g, bins, "numba"), binned_ranks_backward(d, c, g, bins, "torch"),
         rtol=1e-12, atol=1e-14,
     )  # fmt: skip
 
@@ -244,13 +251,14 @@ def test_recomputed_blocks_give_the_same_loss_and_gradients_as_kept_ranks(monkey
     student = random_features(n, 6, seed=5).to(DEVICE).requires_grad_()
     teacher = random_features(n, 3, seed=6).to(DEVICE).requires_grad_()
     calls = []
-    original = pipeline.binned_ranks
+    original = binned.BinnedRanks.ranks
 
     def counting(*args):
         calls.append(1)
         return original(*args)
 
-    monkeypatch.setattr(pipeline, "binned_ranks", counting)
+    monkeypatch.setattr(binned.BinnedRanks, "ranks", counting)
+    monkeypatch.setattr(distances, "GRAM_ROWS", 4)  # blocks of 4 rows (whole Gram tiles)
     criterion = pc_kernels.PerceptionCoherenceLoss(chunk_rows=4, discrepancy="spearman", **path.options)
 
     def run():
@@ -293,7 +301,7 @@ def test_triton_binned_matches_torch_binned(n: int) -> None:
 @pytest.mark.parametrize(
     "options, words",
     [
-        (dict(algorithm="fft"), "algorithm must be one of 'dense', 'binned'"),
+        (dict(algorithm="fft"), "algorithm must be one of 'auto', 'dense', 'binned'"),
         (dict(bins=64), "bins applies only to algorithm='binned'"),
         (dict(algorithm="binned", bins=1), "bins must be None or an int from 2"),
         (dict(algorithm="binned", bins=True), "bins must be None or an int from 2.*of type bool"),

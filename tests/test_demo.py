@@ -1,4 +1,4 @@
-"""The distillation harness (pc_kernels.demo): baseline losses and evaluation measures against
+"""The digits demo (distill.demo): baseline losses and evaluation measures against
 brute-force oracles written here, option errors, the teacher cache, and a quick end-to-end run."""
 
 from __future__ import annotations
@@ -18,31 +18,21 @@ from matplotlib.container import BarContainer
 from scipy.stats import spearmanr
 from sklearn.neighbors import KNeighborsClassifier
 
+from distill import losses as baselines
+from distill.comparison import comparison
+from distill.demo.__main__ import build_parser, main
+from distill.demo.config import DemoConfig
+from distill.demo.data import load_digits_split, load_image_folder_split
+from distill.demo.evaluate import MEASURES
+from distill.demo.experiment import ExperimentResult, Record, TeacherInfo, run_experiment
+from distill.demo.plots import AXIS_MARGIN, embeddings_figure, measures_figure
+from distill.demo.teacher_cache import load_or_train_teacher
+from distill.metrics import knn_accuracy, label_recall_at_k, ndcg_at_k, neighbour_recall, spearman_coherence
+from distill.objectives import METHODS
+from distill.tables import Stats
 from pc_kernels import available_backends
-from pc_kernels.demo import baselines
-from pc_kernels.demo.__main__ import build_parser, main
-from pc_kernels.demo.config import DemoConfig
-from pc_kernels.demo.data import load_digits_split, load_image_folder_split
-from pc_kernels.demo.evaluate import (
-    MEASURES,
-    knn_accuracy,
-    neighbour_overlap,
-    recall_at_k,
-    spearman_coherence,
-)
-from pc_kernels.demo.experiment import ExperimentResult, Record, Stats, TeacherInfo, run_experiment
-from pc_kernels.demo.plots import AXIS_MARGIN, embeddings_figure, measures_figure
-from pc_kernels.demo.report import comparison
-from pc_kernels.demo.teacher_cache import load_or_train_teacher
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The harness's models are tiny: one CPU thread is fastest, above all on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _huber(x: float) -> float:
@@ -175,7 +165,7 @@ def test_knn_accuracy_matches_scikit_learn(embeddings):
     classifier = KNeighborsClassifier(n_neighbors=5, algorithm="brute")
     classifier.fit(e["gallery"].numpy(), e["gallery_y"].numpy())
     expected = classifier.score(e["queries"].numpy(), e["queries_y"].numpy())
-    measured = knn_accuracy(e["gallery"], e["gallery_y"], e["queries"], e["queries_y"], "euclidean")
+    measured = knn_accuracy(e["gallery"], e["gallery_y"], e["queries"], e["queries_y"], "euclidean", 5)
     assert measured == pytest.approx(expected)
 
 
@@ -191,9 +181,18 @@ def test_retrieval_and_coherence_measures_match_brute_force(embeddings, metric):
     n = len(x)
     for k in (1, 5):
         hits = [any(y[j] == y[i] for j in _neighbours(x, i, k, metric)) for i in range(n)]
-        assert recall_at_k(x, y, k, metric) == pytest.approx(np.mean(hits))
-    overlap = [len(set(_neighbours(x, i, 10, metric)) & set(_neighbours(t, i, 10, metric))) / 10 for i in range(n)]
-    assert neighbour_overlap(x, t, metric) == pytest.approx(np.mean(overlap))
+        assert label_recall_at_k(x, y, k, metric) == pytest.approx(np.mean(hits))
+    for k in (1, 10):
+        overlap = [len(set(_neighbours(x, i, k, metric)) & set(_neighbours(t, i, k, metric))) / k for i in range(n)]
+        assert neighbour_recall(x, t, k, metric) == pytest.approx(np.mean(overlap))
+    for k in (1, 10):
+        gains = []
+        for i in range(n):
+            relevance = {j: k - r for r, j in enumerate(_neighbours(t, i, k, metric))}
+            dcg = sum(relevance.get(j, 0) / math.log2(r + 2) for r, j in enumerate(_neighbours(x, i, k, metric)))
+            gains.append(dcg / sum((k - r) / math.log2(r + 2) for r in range(k)))
+        assert ndcg_at_k(x, t, k, metric) == pytest.approx(np.mean(gains))
+        assert ndcg_at_k(t, t, k, metric) == pytest.approx(1.0)
     distance = (lambda a, b: 1 - _cos(a, b)) if metric == "cosine" else _dist
     rho = [
         spearmanr(
@@ -212,7 +211,8 @@ def test_retrieval_and_coherence_measures_match_brute_force(embeddings, metric):
         ({"batch_size": 2}, "batch_size must be an int >= 3"),
         ({"image_folder": "/no/such/folder"}, "image_folder must be an existing folder"),
         ({"widths": (2, 0)}, "widths must be"),
-        ({"tau": 0.0}, "tau"),
+        ({"pc_options": {"tau": 0.0}}, "pc options 'tau=0.0' are not accepted: .*tau"),
+        ({"pc_options": {"colour": "red"}}, "pc options 'colour=red' are not accepted"),
         ({"eval_metric": "manhattan"}, "eval_metric must be"),
         ({"device": "tpu"}, "device must be"),
     ],
@@ -243,8 +243,9 @@ def _run_cli(argv: list[str], tmp_path) -> None:
         (["--batch-size", "2"], "argument --batch-size: must be an int >= 3"),
         (["--lr", "0"], "argument --lr: must be a finite number > 0"),
         (["--lr", "inf"], "argument --lr: must be a finite number > 0"),
-        (["--tau", "-0.1"], "argument --tau: must be a finite number > 0"),
-        (["--tau", "nan"], "argument --tau: must be a finite number > 0"),
+        (["--pc-options", "tau=-0.1"], "argument --pc-options: pc options 'tau=-0.1' are not accepted"),
+        (["--pc-options", "tau"], "argument --pc-options: pc options must be distinct key=value items"),
+        (["--pc-options", "tau=1,tau=2"], "argument --pc-options: pc options must be distinct key=value items"),
         (["--image-size", "0"], "argument --image-size: must be an int >= 1"),
         (["--threads", "-1"], "argument --threads: must be an int >= 0"),
         (["--device", "tpu"], "argument --device: device must be 'cpu', 'cuda' or 'cuda:<index>'"),
@@ -267,13 +268,12 @@ def test_command_line_rejects_triton_where_it_cannot_run(capsys, tmp_path, monke
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     assert "triton" not in available_backends("cpu")
     with pytest.raises(SystemExit) as exit_info:
-        _run_cli(["--backend", "triton", "--device", "cpu"], tmp_path)
+        _run_cli(["--pc-options", "backend=triton", "--device", "cpu"], tmp_path)
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
-    assert "argument --backend: 'triton' cannot run on device 'cpu' here" in error
-    assert "accepted for this device: 'auto', 'reference', 'torch'" in error
-    with pytest.raises(ValueError, match="backend 'triton' cannot run on device 'cpu'"):
-        DemoConfig(backend="triton").validated()
+    assert "argument --pc-options: pc options 'backend=triton' are not accepted" in error
+    with pytest.raises(ValueError, match="pc options 'backend=triton' are not accepted"):
+        DemoConfig(pc_options={"backend": "triton"}).validated()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
@@ -315,7 +315,8 @@ def test_help_gives_every_option_help_and_each_default_once(capsys, monkeypatch)
     assert set(entries) == set(options)
     for option, text in entries.items():
         default = options[option].default
-        stated = re.findall(r"\(default: ([^)]*)\)", text)
+        # (a long default may be wrapped after a hyphen)
+        stated = [value.replace("- ", "-") for value in re.findall(r"\(default: ([^)]*)\)", text)]
         described = re.sub(r"\(default: [^)]*\)", "", text).strip()
         assert described, f"{option} has no help text"
         assert len(re.findall(r"\bdefault\b", text, flags=re.IGNORECASE)) <= 1, f"{option}: {text}"
@@ -350,10 +351,10 @@ def test_comparison_against_the_best_baseline(pc, verdict):
         return {m: {"mean": mean, "std": std, "seeds": 3} for m in MEASURES}
 
     summary = {"pc": {2: stats(*pc)}, "sp": {2: stats(0.7, 0.01)}, "pkt": {2: stats(0.5, 0.3)}}
-    entry = comparison(summary, ("pc", "pkt", "sp"), (2,))[2]["spearman"]
+    entry = comparison(summary, ("pc", "pkt", "sp"), (2,), MEASURES)[2]["spearman"]
     assert (entry["best_method"], entry["verdict"]) == ("sp", verdict)
     assert entry["difference"] == pytest.approx(pc[0] - 0.7)
-    assert comparison(summary, ("pkt", "sp"), (2,)) == {}
+    assert comparison(summary, ("pkt", "sp"), (2,), MEASURES) == {}
 
 
 def test_one_seed_gets_no_verdict():
@@ -362,7 +363,7 @@ def test_one_seed_gets_no_verdict():
         return {m: {"mean": mean, "std": None, "seeds": 1} for m in MEASURES}
 
     summary = {"pc": {2: stats(0.9), 8: stats(0.1)}, "sp": {2: stats(0.5), 8: stats(0.5)}}
-    table = comparison(summary, ("pc", "sp"), (2, 8))
+    table = comparison(summary, ("pc", "sp"), (2, 8), MEASURES)
     assert {entry["verdict"] for by_measure in table.values() for entry in by_measure.values()} == {"n/a (1 seed)"}
     assert table[2]["knn_accuracy"]["difference"] == pytest.approx(0.4)
 
@@ -405,7 +406,7 @@ def synthetic_result() -> ExperimentResult:
     }
     data = {"name": "synthetic", "train": 0, "test": 60, "features": 64}
     names = tuple(f"class {c}" for c in range(10))
-    return ExperimentResult(config, {}, data, teacher, records, embeddings, labels, names)
+    return ExperimentResult(config, "synthetic", 0.0, {}, data, teacher, records, embeddings, labels, names)
 
 
 def _in_fitted_limits(axis, values: list[float]) -> None:
@@ -418,7 +419,7 @@ def _in_fitted_limits(axis, values: list[float]) -> None:
 def test_measures_figure_fits_each_axis_to_its_points(synthetic_result):
     figure = measures_figure(synthetic_result)
     summary = synthetic_result.summary()
-    table = comparison(summary, ("pc", "rkd-distance", "sp"), (2, 8))
+    table = comparison(summary, ("pc", "rkd-distance", "sp"), (2, 8), MEASURES)
     measures = ("knn_accuracy", "spearman", "neighbour_overlap")
     values_axes, difference_axes = figure.axes[:3], figure.axes[3:]
     assert len(difference_axes) == 3
@@ -484,7 +485,7 @@ def test_same_seed_gives_identical_metrics(tmp_path):
         progress=False,
         threads=1,
     )
-    first, second = run_experiment(config), run_experiment(config)
+    first, second = run_experiment(config, "test"), run_experiment(config, "test")
     assert [r.metrics for r in first.records] == [r.metrics for r in second.records]
 
 
@@ -520,7 +521,7 @@ def test_quick_run_distils_and_writes_the_report(tmp_path, capsys):
     for name in ("report.md", "measures.png", "embeddings.png"):
         assert (output / name).stat().st_size > 0
     summary = report["summary"]
-    assert set(summary) == {"teacher", "untrained", "pc", "rkd-distance", "rkd-angle", "pkt", "sp", "fitnet"}
+    assert set(summary) == {"teacher", "untrained", *METHODS}
     for by_width in summary.values():
         for stats in by_width.values():
             assert all(math.isfinite(s["mean"]) for s in stats.values())
@@ -529,3 +530,7 @@ def test_quick_run_distils_and_writes_the_report(tmp_path, capsys):
         assert pc["knn_accuracy"]["mean"] >= untrained["knn_accuracy"]["mean"] + 0.15
         assert pc["spearman"]["mean"] >= untrained["spearman"]["mean"] + 0.3
     assert set(report["records"][0]["metrics"]) == set(MEASURES)
+    # The report names its run: the command, the machine, the commit.
+    assert report["command"].startswith("python -m distill.demo --quick")
+    assert report["environment"]["hardware"] and report["environment"]["commit"]
+    assert f"`{report['environment']['commit']}`" in markdown and report["command"] in markdown

@@ -1,9 +1,11 @@
 """Memory (SPEC "Cost"): nothing of size n³ ever exists, and autograd keeps only the features, both
 sides' rank matrices and the student's dissimilarities (none of the three for algorithm="binned" past
-the plan's budget for what the forward keeps, whose backward recomputes them block by block)."""
+the plan's budget for what the forward keeps, whose backward recomputes them block by block). The
+reference backend's n³ memory stays within the estimate its fail-fast limit checks."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +16,7 @@ import pytest
 import torch
 
 import pc_kernels
-from helpers import DEVICE, Path, random_features, usable_paths
+from helpers import DEVICE, OPTION_GRID, Path, random_features, usable_paths
 from pc_kernels import plan as plan_module
 from pc_kernels.stages.layout import drop_diagonal
 
@@ -109,3 +111,55 @@ def test_binned_past_its_budget_saves_the_features_and_empty_placeholders(monkey
     small = [(n, 4), (n, 3), (n, 4), (n, 4 + 3), (n, 3 + 3)]
     assert sorted(tuple(t.shape) for t in saved) == sorted([*small, (0, n - 1), (0, n - 1), (0, n - 1)])
     assert sum(t.numel() for t in saved) == n * (4 + 3 + 4 + 7 + 6)  # O(n (p + q)): nothing of size n²
+
+
+# fwd+bwd of every option combination (and one rank matrix, soft and hard) in one process: the growth of
+# the process's peak resident memory over its size before the first, against each call's estimate. Calls
+# run in increasing order of their estimate, so a peak that stays within the running estimate stays
+# within its own call's.
+_REFERENCE_PEAK_SCRIPT = textwrap.dedent(
+    """
+    import json, resource, sys, torch
+    import pc_kernels
+    from pc_kernels.plan import reference_memory_bytes
+    torch.set_num_threads(1)
+    n, dtype, grid = int(sys.argv[1]), getattr(torch, sys.argv[2]), json.loads(sys.argv[3])
+    student = torch.randn(n, 24, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    teacher = torch.randn(n, 16, dtype=dtype, generator=torch.Generator().manual_seed(1))
+
+    def loss(options):
+        s, t = student.clone().requires_grad_(), teacher.clone().requires_grad_()
+        pc_kernels.perception_coherence_loss(s, t, backend="reference", **options).backward()
+
+    def ranks(hard):
+        x = student.clone().requires_grad_()
+        r = pc_kernels.soft_ranks(x, hard=hard, backend="reference")
+        if not hard:
+            r.sum().backward()
+
+    calls = [(reference_memory_bytes(n, 24, dtype, 2), loss, options) for options in grid]
+    calls += [(reference_memory_bytes(n, 24, dtype, 1), ranks, hard) for hard in (False, True)]
+    pc_kernels.perception_coherence_loss(student[:8], teacher[:8], backend="reference")  # warm up
+    start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    for estimate, call, argument in sorted(calls, key=lambda c: c[0]):
+        call(argument)
+        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - start
+        assert grown <= estimate, (argument, grown, estimate)
+    print("ok")
+    """
+)
+
+
+@pytest.mark.skipif(not FilePath("/proc/self/statm").exists(), reason="needs Linux's resource accounting")
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_reference_memory_estimate_bounds_its_peak(dtype: str) -> None:
+    """backend="reference" refuses what its estimate puts above PC_KERNELS_REFERENCE_MEMORY_LIMIT: the
+    estimate must bound what it really uses, for every option combination (soft and hard teacher ranks)."""
+    result = subprocess.run(
+        [sys.executable, "-c", _REFERENCE_PEAK_SCRIPT, "140", dtype, json.dumps(OPTION_GRID)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=600,
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]

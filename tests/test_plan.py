@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import pc_kernels
-from helpers import random_features
+from helpers import cpu_backends, random_features
 from pc_kernels import plan as plan_module
 from pc_kernels.options import LossOptions
 from pc_kernels.plan import resolve_plan
@@ -25,11 +25,11 @@ def _plan(device=CPU, n=100, features=8, dtype=torch.float32, environ=None, soft
 
 
 def test_only_the_plan_reads_environment_variables():
-    """In the library proper (the demo under pc_kernels/demo is an application of it)."""
+    """In the library proper."""
     readers = [
         path.relative_to(PACKAGE).as_posix()
         for path in PACKAGE.rglob("*.py")
-        if "demo" not in path.parts and re.search(r"os\.environ|getenv", path.read_text(encoding="utf-8"))
+        if re.search(r"os\.environ|getenv", path.read_text(encoding="utf-8"))
     ]
     assert readers == ["plan.py"]
 
@@ -107,13 +107,37 @@ def test_the_dense_workspace_comes_from_the_environment_or_the_default():
             _plan(environ={"PC_KERNELS_TORCH_WORKSPACE_BYTES": bad})
 
 
+# Digits of other scripts, which str.isdigit accepts and int() refuses ("²") or reads ("٣", "１").
+NON_ASCII_DIGITS = ["²", "1²", "٣", "１", "৪০৯৬"]
+
+
+@pytest.mark.parametrize("value", NON_ASCII_DIGITS)
+@pytest.mark.parametrize(
+    "variable, backend",
+    [
+        ("PC_KERNELS_TORCH_WORKSPACE_BYTES", "torch"),
+        ("PC_KERNELS_TORCH_WORKSPACE_BYTES", "triton"),
+        ("PC_KERNELS_REFERENCE_MEMORY_LIMIT", "reference"),
+    ],
+)
+def test_byte_variables_accept_only_ascii_digits(monkeypatch, variable: str, backend: str, value: str) -> None:
+    """Through the loss, on every backend that reads the variable: a ValueError naming the variable, the
+    value and the ASCII digits, never int()'s message."""
+    if backend not in cpu_backends():
+        pytest.skip(f"backend {backend!r} does not run on CPU here")
+    monkeypatch.setenv(variable, value)
+    student, teacher = random_features(6, 3, seed=1), random_features(6, 2, seed=2)
+    with pytest.raises(ValueError, match=f"{variable} must be a positive integer .*ASCII digits.*{re.escape(value)}"):
+        pc_kernels.perception_coherence_loss(student, teacher, backend=backend)
+
+
 def test_what_the_forward_keeps_follows_the_budget(monkeypatch):
     matrix = 999 * 1000 * 4  # one (n, n − 1) float32 matrix at n = 1000
     for budget, kept in [(3 * matrix, (True, True)), (3 * matrix - 1, (True, False)), (2 * matrix - 1, (False, False))]:
         monkeypatch.setattr(plan_module, "_kept_bytes", lambda device, budget=budget: budget)
         plan = _plan(n=1000, algorithm="binned")
         assert (plan.keep_ranks, plan.keep_distances) == kept, budget
-        dense = _plan(n=1000)
+        dense = _plan(n=1000, algorithm="dense")
         assert dense.keep_ranks and dense.keep_distances == kept[1], budget  # dense always keeps its ranks
     assert _plan(n=1000, algorithm="binned", rows=(0, 10)).keep_distances
 
@@ -135,9 +159,9 @@ def test_the_fast_sigmoid_is_opt_in_for_float32_triton_on_cuda():
 
 def test_the_reference_memory_limit_comes_from_the_environment():
     with pytest.raises(ValueError, match=r"backend='reference' would need about .* use backend='torch'"):
-        _plan(n=80, backend="reference", environ={"PC_KERNELS_REFERENCE_MEMORY_LIMIT": str(2**20)})
+        _plan(n=80, backend="reference", environ={"PC_KERNELS_REFERENCE_MEMORY_LIMIT": str(2**22)})
     assert _plan(n=80, backend="reference").backend == "reference"
-    assert _plan(n=80, backend="reference", soft_sides=0, environ={"PC_KERNELS_REFERENCE_MEMORY_LIMIT": str(2**20)})
+    assert _plan(n=80, backend="reference", soft_sides=0, environ={"PC_KERNELS_REFERENCE_MEMORY_LIMIT": str(2**22)})
     with pytest.raises(ValueError, match="PC_KERNELS_REFERENCE_MEMORY_LIMIT"):
         _plan(backend="reference", environ={"PC_KERNELS_REFERENCE_MEMORY_LIMIT": "4GiB"})
 
@@ -160,3 +184,39 @@ def test_the_environment_is_read_at_each_call(monkeypatch):
     monkeypatch.setenv("PC_KERNELS_TORCH_WORKSPACE_BYTES", "1")
     criterion(x, x)
     assert criterion.last_plan.tile_rows == 1 < default
+
+
+@pytest.mark.parametrize("device, loops", [(CPU, "numba"), (CPU, "torch"), (CUDA, "torch")])
+def test_auto_runs_binned_from_the_measured_n_of_each_device_class(device, loops):
+    """algorithm="auto" (the default): "dense" below AUTO_BINNED_FROM of the device class, "binned" from it
+    on; explicit choices stand; the reference backend and distances alone are always dense."""
+    environ = {"PC_KERNELS_CPU_LOOPS": loops}
+    if loops == "numba" and not plan_module._NUMBA_INSTALLED:
+        pytest.skip("numba is not installed")
+    crossover = plan_module.AUTO_BINNED_FROM[plan_module.auto_device_class(device, loops)]
+    backend = {"backend": "torch"}
+    assert _plan(device, n=crossover - 1, environ=environ, **backend).algorithm == "dense"
+    assert _plan(device, n=crossover, environ=environ, **backend).algorithm == "binned"
+    assert _plan(device, n=crossover, environ=environ, teacher_ranks="hard", **backend).algorithm == "binned"
+    assert _plan(device, n=crossover, environ=environ, rows=(0, 1), **backend).algorithm == "binned"  # n decides
+    assert _plan(device, n=crossover, environ=environ, algorithm="dense", **backend).algorithm == "dense"
+    assert _plan(device, n=crossover - 1, environ=environ, algorithm="binned", **backend).algorithm == "binned"
+    assert _plan(device, n=crossover, environ=environ, soft_sides=0, **backend).algorithm == "dense"
+    assert _plan(CPU, n=min(crossover, 100), backend="reference").algorithm == "dense"
+
+
+def test_bins_need_an_explicit_binned_algorithm():
+    with pytest.raises(ValueError, match="bins applies only to algorithm='binned'.*algorithm='auto'"):
+        pc_kernels.perception_coherence_loss(random_features(8, 3, seed=1), random_features(8, 2, seed=2), bins=64)
+
+
+def test_auto_computes_what_the_algorithm_it_reports_computes():
+    """Below the crossover "auto" is bitwise the dense loss, from it on the binned one (so within the
+    binned bound of dense), and ``last_plan`` names the one that ran."""
+    crossover = plan_module.AUTO_BINNED_FROM[plan_module.auto_device_class(CPU, plan_module._loops(CPU, {}))]
+    for n, expected in ((crossover - 1, "dense"), (crossover, "binned")):
+        student, teacher = random_features(n, 5, seed=n), random_features(n, 4, seed=n + 1)
+        criterion = pc_kernels.PerceptionCoherenceLoss(backend="torch")
+        value = criterion(student, teacher)
+        assert criterion.last_plan.algorithm == expected
+        assert torch.equal(value, pc_kernels.perception_coherence_loss(student, teacher, algorithm=expected))

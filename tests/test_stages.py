@@ -14,24 +14,29 @@ import pytest
 import torch
 from scipy.stats import rankdata
 
-from helpers import DISCREPANCIES, DISSIMILARITIES, random_features
+from helpers import DISSIMILARITIES, random_features
 from pc_kernels import plan, reference
 from pc_kernels.stages import dense_ranks as dense_ranks_module
 from pc_kernels.stages import distances
 from pc_kernels.stages.dense_ranks import dense_ranks, dense_ranks_backward
-from pc_kernels.stages.discrepancy import discrepancy, discrepancy_backward
 from pc_kernels.stages.hard_ranks import hard_ranks
 from pc_kernels.stages.layout import drop_diagonal, insert_diagonal
-from pc_kernels.stages.row_scale import row_scale, row_scale_backward, row_statistics
+from pc_kernels.stages.registry import DISCREPANCIES, ROW_SCALE_STAGES, load
 
 LOOPS = ["torch", "numba"] if plan._NUMBA_INSTALLED else ["torch"]
+DISSIMILARITY_STAGES = {"torch": distances.TorchDissimilarity(), "numba": distances.NumbaDissimilarity()}
 
 # ------------------------------------------------------------------------------------------ layout
 
 
+def _row_scale(tau: float, normalize: str, loops: str = "torch"):
+    return load(ROW_SCALE_STAGES[loops])(tau, normalize)
+
+
 def _scale(d: torch.Tensor, tau: float, normalize: str, exponent: torch.Tensor, loops: str = "torch"):
     """The row scale of candidate rows d, from their statistics."""
-    return row_scale(row_statistics(d, loops), tau, normalize, exponent, d.dtype)
+    stage = _row_scale(tau, normalize, loops)
+    return stage.scale(stage.statistics(d), exponent, d.dtype)
 
 
 def _candidates_by_mask(square: torch.Tensor, start: int, end: int) -> torch.Tensor:
@@ -72,7 +77,7 @@ def _reference_rows(x: torch.Tensor, kind: str, start: int, end: int) -> torch.T
 
 
 def _in_input_units(prepared: distances.PreparedFeatures, d: torch.Tensor) -> torch.Tensor:
-    return torch.ldexp(d.to(torch.float64), prepared.distance_exponent)
+    return torch.ldexp(d.to(torch.float64), prepared.unit_exponent)
 
 
 @pytest.mark.parametrize("loops", LOOPS)
@@ -83,12 +88,12 @@ def test_distance_rows_match_the_reference_in_input_units(kind: str, loops: str)
     assert prepared.features.dtype == torch.float64
     if kind != "cosine":  # exact power-of-two rescaling into (−1, 1)
         assert prepared.features.abs().max() < 1 and prepared.features.abs().max() >= 0.5
-    d = distances.candidate_rows(prepared, 4, 11, loops)
+    d = DISSIMILARITY_STAGES[loops].rows(prepared, 4, 11)
     assert d.shape == (7, 22) and d.dtype == torch.float64
     torch.testing.assert_close(_in_input_units(prepared, d), _reference_rows(x, kind, 4, 11), rtol=1e-12, atol=1e-12)
     square = distances.square_matrix(prepared)
     torch.testing.assert_close(
-        torch.ldexp(square, prepared.distance_exponent),
+        torch.ldexp(square, prepared.unit_exponent),
         reference.pairwise_dissimilarity(x, kind),
         rtol=1e-12,
         atol=1e-12,
@@ -102,10 +107,10 @@ def test_distance_gradient_matches_autograd_through_the_reference_formula(kind: 
     x[9] = x[2]  # a duplicate pair inside the block: zero euclidean gradient there
     prepared = distances.prepare(x, kind)
     start, end = 4, 11
-    d = distances.candidate_rows(prepared, start, end, loops)
+    d = DISSIMILARITY_STAGES[loops].rows(prepared, start, end)
     grad_d = random_features(end - start, 22, seed=4)
     out = torch.zeros_like(prepared.features)
-    distances.accumulate_gradient(prepared, start, d, grad_d, out, loops)
+    DISSIMILARITY_STAGES[loops].accumulate_gradient(prepared, start, d, grad_d, out)
     # The same derivative by autograd: the reference formula on the prepared features.
     features = prepared.features.clone().requires_grad_()
     rows = _reference_rows(features, kind, start, end)
@@ -114,7 +119,7 @@ def test_distance_gradient_matches_autograd_through_the_reference_formula(kind: 
 
 
 class _CandidateRowsOp(torch.autograd.Function):
-    """candidate_rows of prepare(f) as a differentiable op whose backward is accumulate_gradient.
+    """The dissimilarity stage's rows of prepare(f) as a differentiable op whose backward is accumulate_gradient.
 
     For features whose largest deviation from the coordinate-wise median lies in [½, 1), prepare() does
     not rescale (exponent 0) and only shifts, which changes no distance: ∂L/∂(prepared features) is
@@ -124,7 +129,7 @@ class _CandidateRowsOp(torch.autograd.Function):
     def forward(ctx, f: torch.Tensor, kind: str, start: int, end: int, loops: str) -> torch.Tensor:  # type: ignore[override]
         prepared = distances.prepare(f.detach(), kind)
         assert prepared.exponent.item() == 0
-        d = distances.candidate_rows(prepared, start, end, loops)
+        d = DISSIMILARITY_STAGES[loops].rows(prepared, start, end)
         ctx.prepared, ctx.start, ctx.loops = prepared, start, loops
         ctx.save_for_backward(d)
         return d
@@ -133,7 +138,7 @@ class _CandidateRowsOp(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         (d,) = ctx.saved_tensors
         out = torch.zeros_like(ctx.prepared.features)
-        distances.accumulate_gradient(ctx.prepared, ctx.start, d, grad, out, ctx.loops)
+        DISSIMILARITY_STAGES[ctx.loops].accumulate_gradient(ctx.prepared, ctx.start, d, grad, out)
         return out, None, None, None, None
 
 
@@ -155,19 +160,19 @@ def test_duplicates_give_exactly_zero_distance_and_zero_gradient(kind: str, loop
     i = torch.arange(10)
     assert torch.equal(square[i, (i + 5) % 10], torch.zeros(10, dtype=torch.float64))
     assert torch.all(square[~torch.eye(10, dtype=torch.bool) & ((i[:, None] - i[None, :]).abs() != 5)] > 0)
-    d = distances.candidate_rows(prepared, 0, 10, loops)
+    d = DISSIMILARITY_STAGES[loops].rows(prepared, 0, 10)
     assert torch.equal(d[i, (i + 4) % 9], torch.zeros(10, dtype=torch.float32))  # the pairs (i, i ± 5)
     # ∂L/∂d nonzero only at the duplicate pair (0, 5): euclidean gives it a zero gradient.
     grad_d = torch.zeros(10, 9, dtype=torch.float32)
     grad_d[0, 4] = 1.0
     out = torch.zeros_like(prepared.features)
-    distances.accumulate_gradient(prepared, 0, d, grad_d, out, loops)
+    DISSIMILARITY_STAGES[loops].accumulate_gradient(prepared, 0, d, grad_d, out)
     if kind == "euclidean":
         assert torch.equal(out, torch.zeros_like(out))
     else:  # ∂‖x_0 − x_5‖² = 2 (x_0 − x_5) = 0 as well
         assert torch.equal(out, torch.zeros_like(out))
     out.zero_()
-    distances.accumulate_gradient(prepared, 0, d, torch.ones_like(d), out, loops)
+    DISSIMILARITY_STAGES[loops].accumulate_gradient(prepared, 0, d, torch.ones_like(d), out)
     assert torch.isfinite(out).all()
 
 
@@ -180,7 +185,7 @@ def test_far_apart_float32_clusters_keep_their_within_cluster_distances(kind: st
     centres = torch.tensor([[1e4] * 8, [-1e4] * 8], dtype=torch.float64)
     x = (centres[torch.arange(40) % 2] + torch.randn(40, 8, generator=g, dtype=torch.float64)).float()
     prepared = distances.prepare(x, kind)
-    d = distances.candidate_rows(prepared, 0, 40, loops)
+    d = DISSIMILARITY_STAGES[loops].rows(prepared, 0, 40)
     assert d.dtype == torch.float32
     expected = _reference_rows(x.double(), kind, 0, 40)
     relative = (_in_input_units(prepared, d) - expected).abs() / expected
@@ -200,10 +205,10 @@ def test_far_apart_float32_clusters_keep_an_accurate_distance_gradient(kind: str
     centres = torch.tensor([[1e4] * 8, [-1e4] * 8], dtype=torch.float64)
     x = (centres[torch.arange(40) % 2] + torch.randn(40, 8, generator=g, dtype=torch.float64)).float()
     prepared = distances.prepare(x, kind)
-    d = distances.candidate_rows(prepared, 0, 40, loops)
+    d = DISSIMILARITY_STAGES[loops].rows(prepared, 0, 40)
     grad_d = torch.randn(40, 39, generator=g).float()
     out = torch.zeros(prepared.features.shape, dtype=torch.float64)
-    distances.accumulate_gradient(prepared, 0, d, grad_d, out, loops)
+    DISSIMILARITY_STAGES[loops].accumulate_gradient(prepared, 0, d, grad_d, out)
     features = prepared.features.clone().requires_grad_()
     (expected,) = torch.autograd.grad(_reference_rows(features, kind, 0, 40), features, grad_d.double())
     assert (out - expected).norm() <= 1e-5 * expected.norm()
@@ -217,7 +222,7 @@ def test_median_shift_keeps_integer_grid_ties_exact(kind: str, loops: str) -> No
     grid = torch.tensor([[0, 0, 0], [1, 0, 2], [0, 1, 2], [2, 2, 0], [1, 1, 1], [3, 0, 1], [0, 3, 1], [2, 0, 2]])
     x = grid.to(torch.float64) + 2.0**40 + 0.5  # |x| ≈ 1e12: N_i + N_j − 2<x_i, x_j> would be all noise
     prepared = distances.prepare(x, kind)
-    d = _in_input_units(prepared, distances.candidate_rows(prepared, 0, 8, loops))
+    d = _in_input_units(prepared, DISSIMILARITY_STAGES[loops].rows(prepared, 0, 8))
     squares = drop_diagonal((grid[:, None] - grid[None, :]).square().sum(dim=2).to(torch.float64), 0)
     assert torch.equal(d, squares if kind == "sqeuclidean" else squares.sqrt())
     assert len(torch.unique(squares)) < squares.numel() // 4  # the data really has ties
@@ -312,15 +317,16 @@ def test_row_std_factor_and_backward_match_autograd(tau: float, loops: str) -> N
     factor = 1.0 / (tau * (std + 1e-12))
     torch.testing.assert_close(scale.factor, factor.detach(), rtol=1e-14, atol=0)
     (expected,) = torch.autograd.grad(factor[:, None] * leaf, leaf, grad_y)
-    torch.testing.assert_close(row_scale_backward(d, scale, grad_y), expected, rtol=1e-10, atol=1e-12)
+    got = _row_scale(tau, "row_std", loops).backward(d, scale, grad_y)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
 
 
-def test_no_normalization_factor_is_two_to_the_distance_exponent_over_tau() -> None:
+def test_no_normalization_factor_is_two_to_the_unit_exponent_over_tau() -> None:
     d = random_features(4, 5, seed=16).abs()
     grad_y = random_features(4, 5, seed=17)
     scale = _scale(d, 0.25, "none", torch.tensor(3, dtype=torch.int32))
     assert torch.equal(scale.factor, torch.full((4,), 32.0, dtype=torch.float64))  # 2³ / 0.25
-    torch.testing.assert_close(row_scale_backward(d, scale, grad_y), 32.0 * grad_y, rtol=0, atol=0)
+    torch.testing.assert_close(_row_scale(0.25, "none").backward(d, scale, grad_y), 32.0 * grad_y, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("loops", LOOPS)
@@ -331,7 +337,7 @@ def test_row_of_equal_values_gets_no_std_term(loops: str) -> None:
     grad_y = random_features(2, 5, seed=19)
     scale = _scale(d, 0.5, "row_std", torch.tensor(0, dtype=torch.int32), loops)
     assert scale.std[0].item() == 0.0 and scale.factor[0].item() == pytest.approx(2e12)
-    grad_d = row_scale_backward(d, scale, grad_y)
+    grad_d = _row_scale(0.5, "row_std", loops).backward(d, scale, grad_y)
     torch.testing.assert_close(grad_d[0], scale.factor[0] * grad_y[0], rtol=1e-15, atol=0)
     assert torch.isfinite(grad_d).all()
 
@@ -348,7 +354,7 @@ def test_factor_is_clamped_into_the_normal_range_with_headroom(dtype: torch.dtyp
             scale = _scale(rows, tau, normalize, torch.tensor(0, dtype=torch.int32))
             assert scale.factor.dtype == dtype and torch.all(scale.clamped)
             assert torch.equal(scale.factor, torch.full((rows.shape[0],), bound, dtype=torch.float64).to(dtype))
-            assert torch.isfinite(row_scale_backward(rows, scale, torch.ones_like(rows))).all()
+            assert torch.isfinite(_row_scale(tau, normalize).backward(rows, scale, torch.ones_like(rows))).all()
     assert not _scale(d, 0.1, "row_std", torch.tensor(0, dtype=torch.int32)).clamped[1]
 
 
@@ -365,9 +371,10 @@ def test_discrepancy_and_its_backward_match_the_reference_and_autograd(kind: str
     square_s, square_t = insert_diagonal(rs.detach(), 0), insert_diagonal(rt.detach(), 0)
     pad = torch.zeros(4, 9, dtype=torch.float64)
     expected = reference._row_discrepancy(torch.cat([square_s, pad]), torch.cat([square_t, pad]), kind)[:5]
-    torch.testing.assert_close(discrepancy(rs.detach(), rt.detach(), kind), expected, rtol=1e-13, atol=1e-15)
-    expected_s, expected_t = torch.autograd.grad(discrepancy(rs, rt, kind), (rs, rt), grad_losses)
-    got_s, got_t = discrepancy_backward(rs.detach(), rt.detach(), grad_losses, kind)
+    stage = load(DISCREPANCIES[kind])()
+    torch.testing.assert_close(stage.losses(rs.detach(), rt.detach()), expected, rtol=1e-13, atol=1e-15)
+    expected_s, expected_t = torch.autograd.grad(stage.losses(rs, rt), (rs, rt), grad_losses)
+    got_s, got_t = stage.backward(rs.detach(), rt.detach(), grad_losses)
     torch.testing.assert_close(got_s, expected_s, rtol=1e-10, atol=1e-13)
     torch.testing.assert_close(got_t, expected_t, rtol=1e-10, atol=1e-13)
 

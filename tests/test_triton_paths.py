@@ -24,7 +24,7 @@ if not TRITON_PATHS:
     pytest.skip("the Triton paths need CUDA or the Triton interpreter (TRITON_INTERPRET=1)", allow_module_level=True)
 
 from pc_kernels.kernels import launch  # noqa: E402  (imports triton)
-from pc_kernels.stages.triton_distances import triton_candidate_rows  # noqa: E402
+from pc_kernels.stages.triton_distances import TritonDissimilarity  # noqa: E402
 from pc_kernels.stages.triton_ranks import triton_ranks, triton_ranks_backward  # noqa: E402
 
 DENSE = [path for path in TRITON_PATHS if path.exact]
@@ -103,8 +103,8 @@ def test_triton_dissimilarity_stage_matches_the_torch_stage(
     x = (random_features(21, 19, seed=5, dtype=dtype) * 3.0 + 1.0).to(DEVICE)
     x[9] = x[2]
     prepared = distances.prepare(x, kind)
-    got = triton_candidate_rows(prepared, start, end)
-    want = distances.candidate_rows(prepared, start, end)
+    got = TritonDissimilarity().rows(prepared, start, end)
+    want = distances.TorchDissimilarity().rows(prepared, start, end)
     assert got.dtype == dtype and got.shape == (end - start, 20)
     # The same float64 Gram form, summed in another order: float64 rounding, then one rounding to dtype.
     tolerance = dict(rtol=1e-12, atol=1e-13) if dtype == torch.float64 else dict(rtol=2**-23, atol=1e-12)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import pc_kernels
-from helpers import random_features
+from helpers import cpu_backends, random_features
 
 X = random_features(6, 3, seed=61)
 Y = random_features(6, 4, seed=62)
@@ -65,6 +65,30 @@ def test_bad_options_are_rejected_by_function_and_module(options, error, words):
         assert word in str(info.value)
     with pytest.raises(error):
         pc_kernels.PerceptionCoherenceLoss(**options)
+
+
+ENTRIES = {
+    "loss": lambda x, backend: pc_kernels.perception_coherence_loss(x, Y, backend=backend),
+    "loss teacher": lambda x, backend: pc_kernels.perception_coherence_loss(X, x, backend=backend),
+    "module": lambda x, backend: pc_kernels.PerceptionCoherenceLoss(backend=backend)(x, Y),
+    "soft_ranks": lambda x, backend: pc_kernels.soft_ranks(x, backend=backend),
+    "pairwise_dissimilarity": lambda x, backend: pc_kernels.pairwise_dissimilarity(x, backend=backend),
+}
+
+
+@pytest.mark.parametrize("backend", ["auto", *cpu_backends()])
+@pytest.mark.parametrize("entry", ENTRIES, ids=str)
+def test_one_dimensional_features_are_an_error_on_every_entry(entry: str, backend: str) -> None:
+    """A 1-D tensor of 6 values could be 6 samples of one feature or one sample of 6: neither is guessed."""
+    with pytest.raises(ValueError, match=r"must have shape \(n, d\) or \(n, \.\.\.\).*1-d tensor of shape \(6,\)"):
+        ENTRIES[entry](X[:, 0], backend)
+
+
+def test_distributed_features_must_have_two_dimensions():
+    from pc_kernels.distributed import _flatten
+
+    with pytest.raises(ValueError, match=r"student must have shape .*1-d tensor of shape \(6,\)"):
+        _flatten("student", X[:, 0])
 
 
 def test_rows_beyond_the_batch_are_rejected():

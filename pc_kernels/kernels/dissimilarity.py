@@ -1,9 +1,9 @@
 """Tiled pairwise dissimilarities of reference rows, written in the candidate layout.
 
 One program computes a (BLOCK_I × BLOCK_J) tile of reference rows i ∈ [row_start, row_end) against
-candidates j in float64 (the Gram product by ``tl.dot`` over feature tiles), applies the distance
+candidates j in float64 (the Gram product by ``tl.dot`` over feature tiles), applies the dissimilarity
 policy's epilogue and stores each entry with j != i at column j − [j > i] of row i − row_start: the
-(m, n − 1) candidate layout the rank stages read. The features arrive prepared by the distance policy
+(m, n − 1) candidate layout the rank stages read. The features arrive prepared by that policy
 (``pc_kernels/stages/distances.py``: float64, median-shifted and rescaled by a power of two for the
 euclidean kinds) with their squared norms, or, for cosine, their norms clamped below at 1e-8.
 Its backward is the policy's matrix-product form, shared with the torch stage.

@@ -1,8 +1,11 @@
 """The stages a computation path is composed of; ``pc_kernels.pipeline`` runs them over blocks of
 reference rows. Every stage works on the candidate layout (``layout.py``).
 
-    distances.py         the distance policy of every fast path (prepared features, Gram form, snap),
-                         the torch dissimilarity stage, and the backward all dissimilarity stages share
+    interfaces.py        the four stage interfaces: DissimilarityStage, RowScaleStage, RankStage, Discrepancy
+    registry.py          every implementation under the name the plan or the options choose it by
+    distances.py         the dissimilarity policy of every fast path (prepared features, Gram form, snap),
+                         the torch dissimilarity stage (torch and compiled loops), and the backward all
+                         dissimilarity stages share
     triton_distances.py  the Triton dissimilarity stage (fused kernel, same policy)
     row_scale.py         the per-reference factor of "row_std" / "none", forward and backward
     dense_ranks.py       the dense torch rank stage (every sigmoid, bounded workspace)

@@ -50,11 +50,18 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
 from ..options import MAX_BINS
+from .interfaces import RankStage
+from .row_scale import RowScale
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+T = TypeVar("T", torch.Tensor, float)
 
 # (27/512)·max|σ''''| and (27/512)·max|σ'''''|: bounds on one pair's term per h⁴ (module docstring).
 RANK_ERROR_CONSTANT = 27.0 / 512.0 * 0.12768392196780176
@@ -73,17 +80,20 @@ def automatic_spacing(w: int) -> float:
     return (RANK_TOLERANCE * (w - 1) / (w * RANK_ERROR_CONSTANT)) ** 0.25
 
 
-def lagrange_weights(fraction: torch.Tensor) -> torch.Tensor:
-    """The cubic Lagrange basis ℓ_{−1}, ℓ_0, ℓ_1, ℓ_2 at positions f ∈ [0, 1] between nodes 0 and 1: (4, *f.shape)."""
-    f = fraction
-    return torch.stack(
-        (
-            -f * (f - 1.0) * (f - 2.0) / 6.0,
-            (f + 1.0) * (f - 1.0) * (f - 2.0) / 2.0,
-            -(f + 1.0) * f * (f - 2.0) / 2.0,
-            (f + 1.0) * f * (f - 1.0) / 6.0,
-        )
+def cubic_basis(f: T) -> tuple[T, T, T, T]:
+    """The cubic Lagrange basis ℓ_{−1}, ℓ_0, ℓ_1, ℓ_2 on nodes −1, 0, 1, 2 at positions f ∈ [0, 1] between
+    nodes 0 and 1: written once for torch tensors and, compiled by numba, for the loops' float64 scalars."""
+    return (
+        -f * (f - 1.0) * (f - 2.0) / 6.0,
+        (f + 1.0) * (f - 1.0) * (f - 2.0) / 2.0,
+        -(f + 1.0) * f * (f - 2.0) / 2.0,
+        (f + 1.0) * f * (f - 1.0) / 6.0,
     )
+
+
+def lagrange_weights(fraction: torch.Tensor) -> torch.Tensor:
+    """The cubic Lagrange basis at positions ``fraction`` (``cubic_basis``), stacked: (4, *fraction.shape)."""
+    return torch.stack(cubic_basis(fraction))
 
 
 def _closed_offsets(d: torch.Tensor, factor: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,7 +129,7 @@ class Grid:
     A point's grid coordinate is u = (y − min y)/h + 1, between node a = ⌊u⌋ (clamped to 1 … nodes − 3, so
     that a − 1 … a + 2 are nodes) and a + 1: u = (d − min d)·(c/h) + 1, or, for rows whose gaps were closed,
     u = offsets·(1/h) + 1 from the stored ``offsets``. ``spacing`` is h per row (m,); ``length`` the FFT
-    length L. With ``loops="numba"`` the deposit and read-back run as compiled loops (``numba_loops.py``).
+    length L. The deposit and the read-back run as torch operations (``NumbaGrid``: compiled loops).
     ``extremes``: each row's (min d, max d), float64 (m,) each, when the caller has them (the row scale's
     statistics); else they are computed here.
     """
@@ -129,11 +139,10 @@ class Grid:
         d: torch.Tensor,
         factor: torch.Tensor,
         bins: int | None,
-        loops: str,
         extremes: tuple[torch.Tensor, torch.Tensor] | None = None,
     ):
         w = d.shape[1]
-        self.d, self.loops = d, loops
+        self.d = d
         self.factor = factor.to(torch.float64)
         low, high = extremes if extremes is not None else (t.to(torch.float64) for t in torch.aminmax(d, dim=1))
         self.low = low
@@ -182,11 +191,6 @@ class Grid:
             return _shared_spectrum(self.length, self.spacing[0].item(), derivative, self.d.device)
         return _spectrum(self.length, self.spacing, derivative)
 
-    def _loop_arguments(self) -> tuple[Any, ...]:
-        offsets = self.offsets if self.offsets is not None else self.low.new_empty((1, 1))
-        arrays = (self.d, self.low, self.per_node, offsets)
-        return (*(t.numpy() for t in arrays), self.offsets is None)
-
     def _deposit(self, weights: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Node masses in int64 fixed point (s, m, nodes) of the weight sets: ones, then, if given, the
         weights (m, w); with the float64 scale (s, m, 1) that turns them back into masses."""
@@ -195,21 +199,18 @@ class Grid:
         unit = 2.0 ** (_FIXED_POINT_BITS - math.ceil(math.log2(2 * w + 2)))
         scale = torch.full((1 if weights is None else 2, m, 1), unit, dtype=torch.float64, device=self.d.device)
         if weights is not None:
-            if self.loops == "numba":
-                from .numba_loops import row_largest
-
-                largest = torch.empty(m, dtype=torch.float64)
-                row_largest(weights.numpy(), largest.numpy())
-            else:
-                largest = weights.abs().amax(dim=1).to(torch.float64)
+            largest = self._row_largest(weights)
             scale[1, :, 0] = torch.where(largest > 0, unit / largest, 1.0)
         fixed = torch.zeros((scale.shape[0], m, self.nodes), dtype=torch.int64, device=self.d.device)
-        if self.loops == "numba":
-            from .numba_loops import deposit
+        self._deposit_taps(weights, scale, fixed)
+        return fixed, scale
 
-            values = (weights if weights is not None else self.d)[None]
-            deposit(*self._loop_arguments(), values.numpy(), scale[..., 0].numpy(), fixed.numpy())
-            return fixed, scale
+    def _row_largest(self, weights: torch.Tensor) -> torch.Tensor:
+        """(m,) float64: each row's largest |weight|."""
+        return weights.abs().amax(dim=1).to(torch.float64)
+
+    def _deposit_taps(self, weights: torch.Tensor | None, scale: torch.Tensor, fixed: torch.Tensor) -> None:
+        """Step 1: add every point's four rounded taps to ``fixed`` (s, m, nodes), node a taking the remainder."""
         node, basis = self.positions
         values = (
             scale if weights is None else torch.stack((torch.ones_like(weights), weights)).to(torch.float64) * scale
@@ -220,7 +221,6 @@ class Grid:
         index = node.expand(scale.shape[0], -1, -1)
         for s in range(4):
             fixed[..., s : self.nodes - 3 + s].scatter_add_(2, index - 1, taps[s])
-        return fixed, scale
 
     def _smoothed(self, fixed: torch.Tensor, scale: torch.Tensor, derivative: bool) -> torch.Tensor:
         """Step 2: the node masses convolved with K − ½ sign (``derivative``: K'), (s, m, L) float64."""
@@ -239,15 +239,17 @@ class Grid:
 
     def ranks(self) -> torch.Tensor:
         """R_j = ½ + 1/(w − 1) Σ_k K(y_j − y_k), (m, w) in d's dtype."""
-        w = self.d.shape[1]
         fixed, scale = self._deposit(None)
-        smoothed = self._smoothed(fixed, scale, False)
-        if self.loops == "numba":
-            from .numba_loops import read_ranks
+        return self._read_ranks(self._smoothed(fixed, scale, False), fixed, scale)
 
-            out = torch.empty_like(self.d)
-            read_ranks(*self._loop_arguments(), smoothed.numpy(), fixed.numpy(), scale[..., 0].numpy(), out.numpy())
-            return out
+    def rank_gradient(self, grad_ranks: torch.Tensor) -> torch.Tensor:
+        """∂L/∂y_j = (G_j A_j − B_j) / (w − 1) for G = ∂L/∂R (m, w), in d's dtype."""
+        fixed, scale = self._deposit(grad_ranks)
+        return self._read_gradient(self._smoothed(fixed, scale, True), grad_ranks)
+
+    def _read_ranks(self, smoothed: torch.Tensor, fixed: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """Step 3 of the ranks, with the exact sign part from the masses ``fixed``."""
+        w = self.d.shape[1]
         # ½ Σ_b m_b sign(a − b) = ½ (2 P_a − m_a − P_last), P the inclusive prefix sums: exact in int64.
         prefix = torch.cumsum(fixed, dim=2)
         total = prefix[..., -1:].clone()
@@ -255,41 +257,71 @@ class Grid:
         values = smoothed[..., : self.nodes] + sign_part.to(torch.float64).div_(2.0 * scale)
         return self._read(values)[0].div_(w - 1).add_(0.5).to(self.d.dtype)
 
-    def rank_gradient(self, grad_ranks: torch.Tensor) -> torch.Tensor:
-        """∂L/∂y_j = (G_j A_j − B_j) / (w − 1) for G = ∂L/∂R (m, w), in d's dtype."""
+    def _read_gradient(self, smoothed: torch.Tensor, grad_ranks: torch.Tensor) -> torch.Tensor:
+        """Step 3 of the backward: the two sums A and B read back, and ∂L/∂y."""
         w = self.d.shape[1]
-        fixed, scale = self._deposit(grad_ranks)
-        smoothed = self._smoothed(fixed, scale, True)
-        if self.loops == "numba":
-            from .numba_loops import read_gradient
-
-            out = torch.empty_like(self.d)
-            read_gradient(*self._loop_arguments(), self.nodes, smoothed.numpy(), grad_ranks.numpy(), out.numpy())
-            return out
         a, b = self._read(smoothed[..., : self.nodes])
         return (grad_ranks.to(torch.float64) * a - b).div_(w - 1).to(self.d.dtype)
 
 
-def binned_ranks(
-    d: torch.Tensor,
-    factor: torch.Tensor,
-    bins: int | None,
-    loops: str = "torch",
-    extremes: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """Soft ranks R (m, w) of candidate rows d (m, w), w >= 2, with factors (m,), by binning: within
-    RANK_ERROR_CONSTANT·h⁴·w/(w − 1) of the dense ones (``bins=None``: within RANK_TOLERANCE).
-    ``loops``: "torch", or "numba" (CPU tensors, numba installed); ``extremes``: see ``Grid``."""
-    return Grid(d, factor, bins, loops, extremes).ranks()
+class NumbaGrid(Grid):
+    """The grid with its deposit and read-back as compiled loops (``numba_loops.py``; CPU tensors, numba
+    installed): the same operations in the same order, one pass over each row."""
+
+    def _loop_arguments(self) -> tuple[Any, ...]:
+        offsets = self.offsets if self.offsets is not None else self.low.new_empty((1, 1))
+        arrays = (self.d, self.low, self.per_node, offsets)
+        return (*(t.numpy() for t in arrays), self.offsets is None)
+
+    def _row_largest(self, weights: torch.Tensor) -> torch.Tensor:
+        from .numba_loops import row_largest
+
+        largest = torch.empty(weights.shape[0], dtype=torch.float64)
+        row_largest(weights.numpy(), largest.numpy())
+        return largest
+
+    def _deposit_taps(self, weights: torch.Tensor | None, scale: torch.Tensor, fixed: torch.Tensor) -> None:
+        from .numba_loops import deposit
+
+        values = (weights if weights is not None else self.d)[None]
+        deposit(*self._loop_arguments(), values.numpy(), scale[..., 0].numpy(), fixed.numpy())
+
+    def _read_ranks(self, smoothed: torch.Tensor, fixed: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        from .numba_loops import read_ranks
+
+        out = torch.empty_like(self.d)
+        read_ranks(*self._loop_arguments(), smoothed.numpy(), fixed.numpy(), scale[..., 0].numpy(), out.numpy())
+        return out
+
+    def _read_gradient(self, smoothed: torch.Tensor, grad_ranks: torch.Tensor) -> torch.Tensor:
+        from .numba_loops import read_gradient
+
+        out = torch.empty_like(self.d)
+        read_gradient(*self._loop_arguments(), self.nodes, smoothed.numpy(), grad_ranks.numpy(), out.numpy())
+        return out
 
 
-def binned_ranks_backward(
-    d: torch.Tensor,
-    factor: torch.Tensor,
-    grad_ranks: torch.Tensor,
-    bins: int | None,
-    loops: str = "torch",
-    extremes: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """∂L/∂y (m, w), y = factor·d, from G = ∂L/∂R (m, w), on the same grid as the forward."""
-    return Grid(d, factor, bins, loops, extremes).rank_gradient(grad_ranks)
+class BinnedRanks(RankStage):
+    """The binned rank stage: soft ranks within RANK_ERROR_CONSTANT·h⁴·w/(w − 1) of the dense ones
+    (``bins=None``, the automatic grid: within RANK_TOLERANCE), on a ``Grid`` per block and direction."""
+
+    grid: type[Grid] = Grid
+
+    def __init__(self, bins: int | None) -> None:
+        self.bins = bins
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BinnedRanks:
+        return cls(settings.plan.bins)
+
+    def ranks(self, d: torch.Tensor, scale: RowScale) -> torch.Tensor:
+        return self.grid(d, scale.factor, self.bins, (scale.low, scale.high)).ranks()
+
+    def backward(self, d: torch.Tensor, scale: RowScale, grad_ranks: torch.Tensor) -> torch.Tensor:
+        return self.grid(d, scale.factor, self.bins, (scale.low, scale.high)).rank_gradient(grad_ranks)
+
+
+class NumbaBinnedRanks(BinnedRanks):
+    """The binned rank stage on a ``NumbaGrid``."""
+
+    grid = NumbaGrid

@@ -22,8 +22,15 @@ elements; nothing of size m·w² is ever stored.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import torch
+
+from .interfaces import RankStage
+from .row_scale import RowScale
+
+if TYPE_CHECKING:
+    from ..settings import Settings
 
 # Candidate strips per row: more strips evaluate fewer duplicate pairs ((strips + 1) / (2 strips)
 # of the full w² per row) but launch more, smaller operations.
@@ -81,3 +88,20 @@ def dense_ranks_backward(
     g = grad_ranks
     numerator = w * g - g.sum(dim=1, keepdim=True) - g * squared_sums[:, :, 0] + squared_sums[:, :, 1]
     return numerator / (4.0 * (w - 1))
+
+
+class DenseRanks(RankStage):
+    """The dense torch rank stage, in tiles of ``tile_rows`` rows (the plan's, from its workspace)."""
+
+    def __init__(self, tile_rows: int) -> None:
+        self.tile_rows = tile_rows
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DenseRanks:
+        return cls(settings.plan.tile_rows)
+
+    def ranks(self, d: torch.Tensor, scale: RowScale) -> torch.Tensor:
+        return dense_ranks(d, scale.factor, self.tile_rows)
+
+    def backward(self, d: torch.Tensor, scale: RowScale, grad_ranks: torch.Tensor) -> torch.Tensor:
+        return dense_ranks_backward(d, scale.factor, grad_ranks, self.tile_rows)

@@ -1,5 +1,6 @@
 """The per-reference discrepancy of docs/spec.md between student and teacher ranks, forward and backward, for every
-fast path. Rows of rank candidates R^S, R^T (m, w), population moments over the w = n − 1 candidates:
+fast path: one ``Discrepancy`` per value of the option. Rows of rank candidates R^S, R^T (m, w), population
+moments over the w = n − 1 candidates:
 
     "mse":       ℓ = (1/w) Σ_j (R^S_j − R^T_j)²
                  ∂ℓ/∂R^S_j = 2 (R^S_j − R^T_j) / w = −∂ℓ/∂R^T_j
@@ -15,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from ..options import SPEARMAN_EPS
+from .interfaces import Discrepancy
 
 
 def _moments(rs: torch.Tensor, rt: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -24,31 +26,52 @@ def _moments(rs: torch.Tensor, rt: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return us, ut, var_s, var_t, cov, torch.sqrt(var_s * var_t + SPEARMAN_EPS)
 
 
+class MeanSquaredError(Discrepancy):
+    """``discrepancy="mse"``."""
+
+    def losses(self, rs: torch.Tensor, rt: torch.Tensor) -> torch.Tensor:
+        return (rs - rt).square().mean(dim=1)
+
+    def backward(
+        self, rs: torch.Tensor, rt: torch.Tensor, grad_losses: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        grad_s = (rs - rt).mul_((2.0 / rs.shape[1]) * grad_losses[:, None])
+        return grad_s, -grad_s
+
+
+class Spearman(Discrepancy):
+    """``discrepancy="spearman"``."""
+
+    def losses(self, rs: torch.Tensor, rt: torch.Tensor) -> torch.Tensor:
+        *_, cov, root = _moments(rs, rt)
+        return 1.0 - cov / root
+
+    def backward(
+        self, rs: torch.Tensor, rt: torch.Tensor, grad_losses: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        us, ut, var_s, var_t, cov, root = _moments(rs, rt)
+        g = (grad_losses / (rs.shape[1] * root))[:, None]
+        common = (cov / (root * root))[:, None]
+        grad_s = g * (common * var_t[:, None] * us - ut)
+        grad_t = g * (common * var_s[:, None] * ut - us)
+        return grad_s, grad_t
+
+
 def _reciprocal_ranks(rt: torch.Tensor) -> torch.Tensor:
     """v = 1 / (1 + (w − 1) R^T): the reciprocal of each candidate's soft 1-based rank in the teacher's row."""
     return rt.mul(rt.shape[1] - 1).add_(1.0).reciprocal_()
 
 
-def discrepancy(rs: torch.Tensor, rt: torch.Tensor, kind: str) -> torch.Tensor:
-    """ℓ (m,) from student and teacher ranks (m, w)."""
-    if kind == "mse":
-        return (rs - rt).square().mean(dim=1)
-    if kind == "reciprocal_rank_mse":
+class ReciprocalRankMeanSquaredError(Discrepancy):
+    """``discrepancy="reciprocal_rank_mse"``."""
+
+    def losses(self, rs: torch.Tensor, rt: torch.Tensor) -> torch.Tensor:
         v = _reciprocal_ranks(rt)
         return (v * (rs - rt).square()).sum(dim=1) / v.sum(dim=1)
-    *_, cov, root = _moments(rs, rt)
-    return 1.0 - cov / root
 
-
-def discrepancy_backward(
-    rs: torch.Tensor, rt: torch.Tensor, grad_losses: torch.Tensor, kind: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(∂L/∂R^S, ∂L/∂R^T), each (m, w), for ∂L/∂ℓ = grad_losses (m,)."""
-    w = rs.shape[1]
-    if kind == "mse":
-        grad_s = (rs - rt).mul_((2.0 / w) * grad_losses[:, None])
-        return grad_s, -grad_s
-    if kind == "reciprocal_rank_mse":
+    def backward(
+        self, rs: torch.Tensor, rt: torch.Tensor, grad_losses: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         v = _reciprocal_ranks(rt)
         total = v.sum(dim=1, keepdim=True)
         error = rs - rt
@@ -56,11 +79,5 @@ def discrepancy_backward(
         losses = (v * squared).sum(dim=1, keepdim=True) / total
         g = grad_losses[:, None] / total
         grad_s = (2.0 * g) * v * error
-        slope = v.square().mul_(1 - w)
+        slope = v.square().mul_(1 - rs.shape[1])
         return grad_s, g * slope * (squared - losses) - grad_s
-    us, ut, var_s, var_t, cov, root = _moments(rs, rt)
-    g = (grad_losses / (w * root))[:, None]
-    common = (cov / (root * root))[:, None]
-    grad_s = g * (common * var_t[:, None] * us - ut)
-    grad_t = g * (common * var_s[:, None] * ut - us)
-    return grad_s, grad_t

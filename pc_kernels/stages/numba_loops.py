@@ -2,11 +2,18 @@
 
 Each function computes what the torch code it replaces computes, with the same operations in the same
 order (the int64 grid deposits come out identical; sums may differ in the last bit where torch fuses a
-multiply-add), one reference row per parallel iteration:
+multiply-add), one reference row per parallel iteration. Where the contract needs exact results (the
+distances, whose ties must stay ties, and the grid positions), a loop uses only +, −, ×, / and
+comparisons, which IEEE 754 rounds correctly and numba never contracts into fused multiply-adds (it
+compiles without fast-math flags), so they come out the same on any x86-64 CPU: the euclidean square
+root is left to torch, because LLVM may vectorize a loop's square roots into calls to a vector math
+library (Intel's SVML, in llvmlite builds that link it) that are not correctly rounded, and a vector
+body next to a scalar remainder would then give equal squares unequal roots.
+tests/test_cpu_portability.py checks the compiled code for every x86-64 target it names.
 
-    distance_rows      the distance policy's epilogue: Gram rows → candidate dissimilarities
+    distance_rows      the dissimilarity policy's epilogue: Gram rows → candidate dissimilarities
                        (stages/distances.py, ``_square_rows`` + ``drop_diagonal``)
-    distance_weights   the weights W (and cosine's slopes) of the distance backward, diagonal inserted
+    distance_weights   the weights W (and cosine's slopes) of the dissimilarity backward, diagonal inserted
                        (stages/distances.py, ``accumulate_gradient``)
     row_statistics     each row's mean, population standard deviation, minimum and maximum, in float64
                        (stages/row_scale.py)
@@ -25,13 +32,25 @@ other threads: a 128-sample training step with torch on 1 thread took 64 ms inst
 2-core machine. The serial compilation is not cached on disk (numba's cache cannot tell it from the
 parallel one): it compiles on a process's first single-threaded call, in about a second per algorithm.
 
-Imported only when the plan chooses them (numba installed, CPU tensors); the torch code is the fallback.
+Threading layer. GNU OpenMP, numba's default layer when TBB is not installed, is not fork-safe: a process
+forked after numba's OpenMP thread team started aborts on its first parallel loop ("fork() called from a
+process already using GNU OpenMP"), and torch's own OpenMP regions hang in it, as the team shares torch's
+libgomp; torch's DataLoader workers are forked by default. So, unless the process chose a layer itself
+(``NUMBA_THREADING_LAYER`` set to a layer, or ``numba.config.THREADING_LAYER`` changed from "default"
+before this module's first import), importing this module sets numba's documented "forksafe" choice: TBB if installed,
+else an OpenMP other than GNU's, else numba's own workqueue. This is process-wide (numba has one layer per
+process) and documented in docs/troubleshooting.md. The workqueue runs one parallel loop at a time, so a
+loop called while another thread's runs takes its serial compilation.
+
+Imported only by the stages' numba implementations (``registry.py``), which the plan chooses for CPU
+tensors with numba installed; the torch implementations are the fallback.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -39,30 +58,42 @@ import numba
 import numpy as np
 import torch
 
-from ..options import ROW_STD_EPS
+from .binned_ranks import cubic_basis
+from .row_scale import std_coefficient
 
 EUCLIDEAN, SQEUCLIDEAN, COSINE = 0, 1, 2
-KIND_CODES = {"euclidean": EUCLIDEAN, "sqeuclidean": SQEUCLIDEAN, "cosine": COSINE}
+DISSIMILARITY_CODES = {"euclidean": EUCLIDEAN, "sqeuclidean": SQEUCLIDEAN, "cosine": COSINE}
 
 Loop = TypeVar("Loop", bound=Callable[..., None])
 
 
+if numba.config.THREADING_LAYER == "default":  # NUMBA_THREADING_LAYER unset, no layer chosen in code
+    numba.config.THREADING_LAYER = "forksafe"
+
+# One parallel loop at a time: the workqueue layer aborts on concurrent ones.
+_parallel_loop = threading.Lock()
+
+
 def _on_torch_threads(loop: Loop) -> Loop:
-    """``loop`` run on torch's intra-op thread count (module docstring), numba's setting restored after."""
+    """``loop`` run on torch's intra-op thread count (module docstring), numba's setting restored after;
+    serially while another thread runs a parallel loop."""
     serial = numba.njit(loop.py_func)  # type: ignore[attr-defined]  # a numba dispatcher
 
     @functools.wraps(loop)
     def run(*arguments):
         threads = torch.get_num_threads()
-        if threads == 1:
+        if threads == 1 or not _parallel_loop.acquire(blocking=False):
             serial(*arguments)
             return
-        before = numba.get_num_threads()
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         try:
-            loop(*arguments)
+            before = numba.get_num_threads()
+            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+            try:
+                loop(*arguments)
+            finally:
+                numba.set_num_threads(before)
         finally:
-            numba.set_num_threads(before)
+            _parallel_loop.release()
 
     return run  # type: ignore[return-value]
 
@@ -70,7 +101,8 @@ def _on_torch_threads(loop: Loop) -> Loop:
 @_on_torch_threads
 @numba.njit(parallel=True, cache=True)
 def distance_rows(gram, norms, start, kind, snap, out):
-    """out[r, j − (j > i)] = D'_ij for i = start + r and every j != i, from Gram rows (c, n) float64."""
+    """out[r, j − (j > i)] = D'_ij for i = start + r and every j != i, from Gram rows (c, n) float64;
+    for the euclidean kind the squared distances S_ij, whose square root the caller takes."""
     c, n = gram.shape
     for r in numba.prange(c):
         i = start + r
@@ -85,7 +117,7 @@ def distance_rows(gram, norms, start, kind, snap, out):
                 squared = total + (-2.0 * gram[r, j])
                 if squared <= total * snap:
                     squared = 0.0
-                out[r, column] = math.sqrt(squared) if kind == EUCLIDEAN else squared
+                out[r, column] = squared
 
 
 @_on_torch_threads
@@ -150,14 +182,10 @@ def row_largest(values, largest):
         largest[r] = biggest
 
 
-@numba.njit(inline="always")
-def _basis(f):
-    return (
-        -f * (f - 1.0) * (f - 2.0) / 6.0,
-        (f + 1.0) * (f - 1.0) * (f - 2.0) / 2.0,
-        -(f + 1.0) * f * (f - 2.0) / 2.0,
-        (f + 1.0) * f * (f - 1.0) / 6.0,
-    )
+# Numba's cache tracks the source of this file only: after editing a function compiled from another module
+# (the basis, the row scale's coefficient), delete the cache (__pycache__/*.nbi, *.nbc).
+_basis = numba.njit(inline="always")(cubic_basis)
+_std_coefficient = numba.njit(inline="always")(std_coefficient)
 
 
 @numba.njit(inline="always")
@@ -253,8 +281,8 @@ def read_gradient(d, low, per_node, offsets, affine, nodes, smoothed, grad_ranks
 @_on_torch_threads
 @numba.njit(parallel=True, cache=True)
 def row_scale_backward(d, grad_y, factor, mean, std, live, out):
-    """out[r, j] = c_r g_j + κ_r (d_j − μ_r), κ_r = −(Σ_k d_k g_k)·c_r / ((s_r + ε)·w·s_r) on live rows
-    (s_r > 0, c_r not clamped) and 0 elsewhere, for g = ∂L/∂y (stages/row_scale.py)."""
+    """out[r, j] = c_r g_j + κ_r (d_j − μ_r), κ_r = ``std_coefficient`` on live rows (s_r > 0, c_r not
+    clamped) and 0 elsewhere, for g = ∂L/∂y (stages/row_scale.py)."""
     m, w = d.shape
     for r in numba.prange(m):
         coefficient = 0.0
@@ -262,6 +290,6 @@ def row_scale_backward(d, grad_y, factor, mean, std, live, out):
             weighted = 0.0
             for j in range(w):
                 weighted += np.float64(d[r, j]) * np.float64(grad_y[r, j])
-            coefficient = -weighted * factor[r] / ((std[r] + ROW_STD_EPS) * w * std[r])
+            coefficient = _std_coefficient(weighted, factor[r], std[r], w)
         for j in range(w):
             out[r, j] = factor[r] * np.float64(grad_y[r, j]) + coefficient * (np.float64(d[r, j]) - mean[r])
