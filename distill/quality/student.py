@@ -56,6 +56,12 @@ class HashedBags:
         return torch.from_numpy(ids).to(index.device), torch.from_numpy(offsets).to(index.device)
 
 
+# Adam's ε far below every loss's gradients, so that no method is held back by the overall scale of its
+# loss: with the default 1e-8, PKT's mean-reduced table gradients (median 3e-10 at the start) fall under ε
+# and its updates shrink by orders of magnitude (docs/why_pc_trails.md, "Adam's ε").
+ADAM_EPS = 1e-12
+
+
 class BagStudent(nn.Module):
     """(ids, offsets) of a batch of bags → (k, width) embeddings."""
 
@@ -69,10 +75,11 @@ class BagStudent(nn.Module):
         return self.mlp(self.bag(ids, offsets))
 
     def optimizers(self, extra: list[nn.Parameter], lr: float) -> list[torch.optim.Optimizer]:
-        """SparseAdam for the table; Adam for the MLP and ``extra`` (an objective's projector), both at ``lr``."""
+        """SparseAdam for the table; Adam for the MLP and ``extra`` (an objective's projector), both at ``lr``
+        and with ε = ``ADAM_EPS``."""
         return [
-            torch.optim.SparseAdam(list(self.bag.parameters()), lr=lr),
-            torch.optim.Adam([*self.mlp.parameters(), *extra], lr=lr),
+            torch.optim.SparseAdam(list(self.bag.parameters()), lr=lr, eps=ADAM_EPS),
+            torch.optim.Adam([*self.mlp.parameters(), *extra], lr=lr, eps=ADAM_EPS),
         ]
 
 
