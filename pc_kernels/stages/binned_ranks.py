@@ -119,7 +119,8 @@ class Grid:
     A point's grid coordinate is u = (y − min y)/h + 1, between node a = ⌊u⌋ (clamped to 1 … nodes − 3, so
     that a − 1 … a + 2 are nodes) and a + 1: u = (d − min d)·(c/h) + 1, or, for rows whose gaps were closed,
     u = offsets·(1/h) + 1 from the stored ``offsets``. ``spacing`` is h per row (m,); ``length`` the FFT
-    length L. With ``loops="numba"`` the deposit and read-back run as compiled loops (``numba_loops.py``).
+    length L. With ``loops="numba"`` the deposit and read-back run as compiled loops (``numba_loops.py``),
+    with ``loops="triton"`` as Triton kernels (``triton_binned_ranks.py``: CUDA tensors, or the interpreter).
     ``extremes``: each row's (min d, max d), float64 (m,) each, when the caller has them (the row scale's
     statistics); else they are computed here.
     """
@@ -203,6 +204,10 @@ class Grid:
             else:
                 largest = weights.abs().amax(dim=1).to(torch.float64)
             scale[1, :, 0] = torch.where(largest > 0, unit / largest, 1.0)
+        if self.loops == "triton":
+            from .triton_binned_ranks import deposit as triton_deposit
+
+            return triton_deposit(self, weights, scale), scale
         fixed = torch.zeros((scale.shape[0], m, self.nodes), dtype=torch.int64, device=self.d.device)
         if self.loops == "numba":
             from .numba_loops import deposit
@@ -242,6 +247,10 @@ class Grid:
         w = self.d.shape[1]
         fixed, scale = self._deposit(None)
         smoothed = self._smoothed(fixed, scale, False)
+        if self.loops == "triton":
+            from .triton_binned_ranks import read_ranks as triton_read_ranks
+
+            return triton_read_ranks(self, smoothed, fixed, scale)
         if self.loops == "numba":
             from .numba_loops import read_ranks
 
@@ -260,6 +269,10 @@ class Grid:
         w = self.d.shape[1]
         fixed, scale = self._deposit(grad_ranks)
         smoothed = self._smoothed(fixed, scale, True)
+        if self.loops == "triton":
+            from .triton_binned_ranks import read_gradient as triton_read_gradient
+
+            return triton_read_gradient(self, smoothed, grad_ranks)
         if self.loops == "numba":
             from .numba_loops import read_gradient
 
@@ -279,7 +292,8 @@ def binned_ranks(
 ) -> torch.Tensor:
     """Soft ranks R (m, w) of candidate rows d (m, w), w >= 2, with factors (m,), by binning: within
     RANK_ERROR_CONSTANT·h⁴·w/(w − 1) of the dense ones (``bins=None``: within RANK_TOLERANCE).
-    ``loops``: "torch", or "numba" (CPU tensors, numba installed); ``extremes``: see ``Grid``."""
+    ``loops``: "torch", "numba" (CPU tensors, numba installed) or "triton" (CUDA tensors, or the Triton
+    interpreter); ``extremes``: see ``Grid``."""
     return Grid(d, factor, bins, loops, extremes).ranks()
 
 
