@@ -10,8 +10,9 @@ Deposits are int64 fixed point: a point of weight v (v = scale_r for the ones se
 weighted set) puts round(v·ℓ_s) on node a + s for s = −1, 1, 2 and the remainder round(v) − Σ of those on
 node a, so its taps sum exactly to round(v). They are added with integer atomics, whose sums do not
 depend on the order of the additions: a row's masses are bitwise the same whatever the launch, block or
-process that computes them. Rounding is to nearest, ties to even, by adding and subtracting 2^52 (exact
-for |x| < 2^52; larger float64 values are integers already).
+process that computes them. Rounding is to nearest, ties to even (torch.round's rule): one conversion
+instruction on a GPU; under the interpreter by adding and subtracting 2^52 (exact for |x| < 2^52; larger
+float64 values are integers already).
 
 One program handles BLOCK points of one row (deposit, read-back) or one whole row of nodes (sign part).
 Every offset into an (m, ·) tensor is int64.
@@ -23,17 +24,21 @@ import torch
 import triton
 import triton.language as tl
 
+from ..stages.binned_ranks import SIXTH
 from .launch import binned_launch
 
+_INTERPRETING = tl.constexpr(triton.knobs.runtime.interpret)
+_SIXTH = tl.constexpr(SIXTH)
 _ROUNDING = tl.constexpr(4503599627370496.0)  # 2^52: the float64 ulp is 1 from here on
 
 
 @triton.jit
 def _round_to_integer(x):
-    """round(x), ties to even, as int64, for float64 x with |x| < 2^62."""
-    magnitude = tl.abs(x)
-    rounded = tl.where(x >= 0, (x + _ROUNDING) - _ROUNDING, (x - _ROUNDING) + _ROUNDING)
-    return tl.where(magnitude < _ROUNDING, rounded, x).to(tl.int64)
+    """round(x), ties to even, as int64, for float64 x with |x| < 2^62: one ``cvt.rni.s64.f64`` on a GPU."""
+    if _INTERPRETING:
+        rounded = tl.where(x >= 0, (x + _ROUNDING) - _ROUNDING, (x - _ROUNDING) + _ROUNDING)
+        return tl.where(tl.abs(x) < _ROUNDING, rounded, x).to(tl.int64)
+    return tl.inline_asm_elementwise("cvt.rni.s64.f64 $0, $1;", "=l,d", [x], dtype=tl.int64, is_pure=True, pack=1)
 
 
 @triton.jit
@@ -47,10 +52,10 @@ def _grid_position(points_ptr, low_ptr, per_node_ptr, row, j, j_in, w, nodes, AF
     a = tl.minimum(tl.maximum(tl.floor(u), 1.0), (nodes - 3).to(tl.float64))
     f = u - a
     # stages/binned_ranks.py, lagrange_weights
-    basis_left = -f * (f - 1.0) * (f - 2.0) / 6.0
-    basis_node = (f + 1.0) * (f - 1.0) * (f - 2.0) / 2.0
-    basis_right = -(f + 1.0) * f * (f - 2.0) / 2.0
-    basis_far = (f + 1.0) * f * (f - 1.0) / 6.0
+    basis_left = -f * (f - 1.0) * (f - 2.0) * _SIXTH
+    basis_node = (f + 1.0) * (f - 1.0) * (f - 2.0) * 0.5
+    basis_right = -(f + 1.0) * f * (f - 2.0) * 0.5
+    basis_far = (f + 1.0) * f * (f - 1.0) * _SIXTH
     return a.to(tl.int64), basis_left, basis_node, basis_right, basis_far
 
 
@@ -113,14 +118,14 @@ def _sign_part_kernel(
         b = b0 + tl.arange(0, NODE_BLOCK)
         total += tl.load(masses_row + b, mask=b < nodes, other=0)
     last = tl.sum(total, axis=0)
-    twice_scale = 2.0 * tl.load(scale_ptr + row)
+    half_per_unit = 0.5 / tl.load(scale_ptr + row)  # exact: the ones set's scale is a power of two
     carry = tl.zeros([], dtype=tl.int64)
     for b0 in range(0, nodes, NODE_BLOCK):
         b = b0 + tl.arange(0, NODE_BLOCK)
         b_in = b < nodes
         masses = tl.load(masses_row + b, mask=b_in, other=0)
         prefix = carry + tl.cumsum(masses, axis=0)
-        sign_part = (2 * prefix - masses - last).to(tl.float64) / twice_scale
+        sign_part = (2 * prefix - masses - last).to(tl.float64) * half_per_unit
         smoothed = tl.load(values_row + b, mask=b_in, other=0.0)
         tl.store(values_row + b, smoothed + sign_part, mask=b_in)
         carry += tl.sum(masses, axis=0)
@@ -158,12 +163,13 @@ def _grid_read_kernel(
     j_in = j < w
     a, left, node, right, far = _grid_position(points_ptr, low_ptr, per_node_ptr, row, j, j_in, w, nodes, AFFINE)
     first = _interpolate(values_ptr + row * length, a, left, node, right, far, j_in)
+    per_pair = 1.0 / (w - 1).to(tl.float64)  # once per program: a division is a call on a GPU
     if GRADIENT:
         second = _interpolate(values_ptr + (m + row) * length, a, left, node, right, far, j_in)
         weights = tl.load(weights_ptr + row * w + j, mask=j_in, other=0.0).to(tl.float64)
-        out = (weights * first - second) / (w - 1)
+        out = (weights * first - second) * per_pair
     else:
-        out = first / (w - 1) + 0.5
+        out = first * per_pair + 0.5
     tl.store(out_ptr + row * w + j, out.to(out_ptr.dtype.element_ty), mask=j_in)
 
 

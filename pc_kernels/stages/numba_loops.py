@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from ..options import ROW_STD_EPS
+from .binned_ranks import SIXTH
 
 EUCLIDEAN, SQEUCLIDEAN, COSINE = 0, 1, 2
 KIND_CODES = {"euclidean": EUCLIDEAN, "sqeuclidean": SQEUCLIDEAN, "cosine": COSINE}
@@ -153,10 +154,10 @@ def row_largest(values, largest):
 @numba.njit(inline="always")
 def _basis(f):
     return (
-        -f * (f - 1.0) * (f - 2.0) / 6.0,
-        (f + 1.0) * (f - 1.0) * (f - 2.0) / 2.0,
-        -(f + 1.0) * f * (f - 2.0) / 2.0,
-        (f + 1.0) * f * (f - 1.0) / 6.0,
+        -f * (f - 1.0) * (f - 2.0) * SIXTH,
+        (f + 1.0) * (f - 1.0) * (f - 2.0) * 0.5,
+        -(f + 1.0) * f * (f - 2.0) * 0.5,
+        (f + 1.0) * f * (f - 1.0) * SIXTH,
     )
 
 
