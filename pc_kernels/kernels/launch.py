@@ -23,7 +23,7 @@ INTERPRETER_RANK_BLOCK = 128
 # Grid passes of the binned rank stage: points per deposit or read-back program, nodes per loop step of the
 # sign part (one program per row); under the interpreter, small enough that rows of a few hundred points
 # and nodes span several programs and steps (tails included).
-BINNED_BLOCK, BINNED_NODE_BLOCK, BINNED_WARPS = 512, 1024, 4
+BINNED_BLOCK, BINNED_NODE_BLOCK, BINNED_WARPS = 512, 512, 4
 INTERPRETER_BINNED_BLOCKS = (128, 64)
 
 # Distance kernel: reference rows × candidates per program, features per tl.dot step (float64 tiles).

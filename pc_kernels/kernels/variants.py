@@ -68,7 +68,7 @@ def _distance_variants(dtype: str) -> list[KernelVariant]:
     ]
 
 
-def _binned_variants(dtype: str) -> list[KernelVariant]:
+def _grid_variants(dtype: str) -> list[KernelVariant]:
     """The binned grid passes for rows d of ``dtype``: positions from d (affine) or from float64 gap-closed
     offsets; an unused pointer argument is passed the positions (``binned_grid.py``), so it has their type."""
     pointer = _POINTER[dtype]
@@ -100,11 +100,12 @@ def _sign_part_variant() -> KernelVariant:
     return KernelVariant("sign_part", _sign_part_kernel, signature, constexprs, {"num_warps": launch.BINNED_WARPS})
 
 
+def binned_variants() -> list[KernelVariant]:
+    """Every variant of the binned rank stage's grid kernels, for float32 and float64 rows."""
+    return [*_grid_variants("float32"), *_grid_variants("float64"), _sign_part_variant()]
+
+
 def compile_variants() -> list[KernelVariant]:
     """Every kernel variant the launchers can run on a GPU, for float32 and float64 outputs."""
-    per_dtype = [
-        v
-        for dtype in ("float32", "float64")
-        for v in (*_rank_variants(dtype), *_distance_variants(dtype), *_binned_variants(dtype))
-    ]
-    return [*per_dtype, _sign_part_variant()]
+    dense = [v for dtype in ("float32", "float64") for v in (*_rank_variants(dtype), *_distance_variants(dtype))]
+    return [*dense, *binned_variants()]
