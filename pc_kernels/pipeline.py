@@ -5,6 +5,7 @@ For each block of reference rows [a, b) and each side (student; teacher):
 
     prepared features ──dissimilarity stage──▶ d (c, n − 1) ──row scale──▶ factor c ──rank stage──▶ R
     (distances.py)       torch | triton                       (row_scale.py)          dense | triton | binned
+                                                                                      | triton_binned
                                                                                       (hard_ranks.py for
                                                                                        hard teacher ranks)
     R^S, R^T ──discrepancy──▶ ℓ (c,)
@@ -102,6 +103,11 @@ class Stages(NamedTuple):
     fast_sigmoid: bool
     loops: str
 
+    @property
+    def grid_loops(self) -> str:
+        """The binned stage's grid passes: Triton kernels for "triton_binned", else the CPU loops' choice."""
+        return "triton" if self.rank_stage == "triton_binned" else self.loops
+
     def blocks(self, start: int, end: int) -> Iterator[tuple[int, int]]:
         """The pipeline's blocks [a, b) of reference rows [start, end)."""
         return _blocks(start, end, self.block_rows)
@@ -109,8 +115,8 @@ class Stages(NamedTuple):
     @_stage("ranks")
     def ranks(self, d: Tensor, scale: RowScale) -> Tensor:
         """Soft ranks (c, w) of candidate rows d with their row scale."""
-        if self.rank_stage == "binned":
-            return binned_ranks(d, scale.factor, self.bins, self.loops, (scale.low, scale.high))
+        if self.rank_stage in ("binned", "triton_binned"):
+            return binned_ranks(d, scale.factor, self.bins, self.grid_loops, (scale.low, scale.high))
         if self.rank_stage == "triton":
             from .stages.triton_ranks import triton_ranks
 
@@ -120,9 +126,9 @@ class Stages(NamedTuple):
     @_stage("ranks_backward")
     def ranks_backward(self, d: Tensor, scale: RowScale, grad_ranks: Tensor) -> Tensor:
         """∂L/∂y (c, w), y = factor·d, from ∂L/∂R."""
-        if self.rank_stage == "binned":
+        if self.rank_stage in ("binned", "triton_binned"):
             extremes = (scale.low, scale.high)
-            return binned_ranks_backward(d, scale.factor, grad_ranks, self.bins, self.loops, extremes)
+            return binned_ranks_backward(d, scale.factor, grad_ranks, self.bins, self.grid_loops, extremes)
         if self.rank_stage == "triton":
             from .stages.triton_ranks import triton_ranks_backward
 

@@ -301,13 +301,16 @@ def test_recomputed_blocks_give_the_same_loss_and_gradients_as_kept_ranks(monkey
 )
 @pytest.mark.parametrize("n", (5, 17, 33))
 def test_triton_binned_matches_torch_binned(n: int) -> None:
-    """The two binned paths share the rank stage; only the dissimilarity stage differs (the same float64
-    Gram form, in a kernel)."""
+    """The two binned paths share the grid, its weights and its FFT; the triton path computes the
+    dissimilarities (the same float64 Gram form) and the grid passes (the same operations) in kernels."""
     options = OPTION_GRID[n % len(OPTION_GRID)]
     student = random_features(n, 7, seed=n).to(DEVICE).requires_grad_()
     teacher = random_features(n, 3, seed=n + 1).to(DEVICE).requires_grad_()
     expected, expected_grads = loss_and_grads(student, teacher, backend="torch", algorithm="binned", **options)
+    criterion = pc_kernels.PerceptionCoherenceLoss(backend="triton", algorithm="binned", **options)
     loss, grads = loss_and_grads(student, teacher, backend="triton", algorithm="binned", **options)
+    criterion(student.detach(), teacher.detach())
+    assert criterion.last_plan.rank_stage == "triton_binned"
     torch.testing.assert_close(loss, expected, rtol=1e-9, atol=1e-12)
     for grad, reference in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(grad, reference, rtol=1e-7, atol=1e-10)
