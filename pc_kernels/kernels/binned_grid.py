@@ -47,7 +47,7 @@ def _grid_position(points_ptr, low_ptr, per_node_ptr, row, j, j_in, w, nodes, AF
     position = tl.load(points_ptr + row * w + j, mask=j_in, other=0.0).to(tl.float64)
     if AFFINE:
         position = position - tl.load(low_ptr + row)
-    position = tl.where(j_in, position, 0.0)  # padded points at the row's start: finite weights
+    position = tl.where(j_in, position, 0.0)  # padded points at the row's start: node 1, finite weights
     u = position * tl.load(per_node_ptr + row) + 1.0
     a = tl.minimum(tl.maximum(tl.floor(u), 1.0), (nodes - 3).to(tl.float64))
     f = u - a
@@ -60,15 +60,17 @@ def _grid_position(points_ptr, low_ptr, per_node_ptr, row, j, j_in, w, nodes, AF
 
 
 @triton.jit
-def _deposit_point(row_ptr, a, value, basis_left, basis_right, basis_far, mask):
-    """Add round(v·ℓ) on nodes a − 1, a + 1, a + 2 and the remainder on node a of one row's masses."""
+def _deposit_point(row_ptr, a, value, basis_left, basis_right, basis_far):
+    """Add round(v·ℓ) on nodes a − 1, a + 1, a + 2 and the remainder on node a of one row's masses. Padded
+    points carry v = 0 at node a = 1: they add zeros to real nodes, so the atomics need no mask (a masked
+    atomic compiles to a branch around it)."""
     left = _round_to_integer(value * basis_left)
     right = _round_to_integer(value * basis_right)
     far = _round_to_integer(value * basis_far)
-    tl.atomic_add(row_ptr + a - 1, left, mask=mask, sem="relaxed")
-    tl.atomic_add(row_ptr + a, _round_to_integer(value) - left - right - far, mask=mask, sem="relaxed")
-    tl.atomic_add(row_ptr + a + 1, right, mask=mask, sem="relaxed")
-    tl.atomic_add(row_ptr + a + 2, far, mask=mask, sem="relaxed")
+    tl.atomic_add(row_ptr + a - 1, left, sem="relaxed")
+    tl.atomic_add(row_ptr + a, _round_to_integer(value) - left - right - far, sem="relaxed")
+    tl.atomic_add(row_ptr + a + 1, right, sem="relaxed")
+    tl.atomic_add(row_ptr + a + 2, far, sem="relaxed")
 
 
 # fixed[0, r, a_j + s] += round(scale[0, r]·ℓ_s(f_j))
@@ -92,12 +94,12 @@ def _grid_deposit_kernel(
     j = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     j_in = j < w
     a, left, _, right, far = _grid_position(points_ptr, low_ptr, per_node_ptr, row, j, j_in, w, nodes, AFFINE)
-    unit = tl.load(scale_ptr + row) + tl.zeros([BLOCK], dtype=tl.float64)
-    _deposit_point(fixed_ptr + row * nodes, a, unit, left, right, far, j_in)
+    unit = tl.where(j_in, tl.load(scale_ptr + row), 0.0)
+    _deposit_point(fixed_ptr + row * nodes, a, unit, left, right, far)
     if WEIGHTED:
         weights = tl.load(weights_ptr + row * w + j, mask=j_in, other=0.0).to(tl.float64)
         value = weights * tl.load(scale_ptr + m + row)
-        _deposit_point(fixed_ptr + (m + row) * nodes, a, value, left, right, far, j_in)
+        _deposit_point(fixed_ptr + (m + row) * nodes, a, value, left, right, far)
 
 
 # values[r, a] += (2 P_a − m_a − P_last) / (2 scale_r),  P_a = Σ_{b <= a} m_b (int64, exact): ½ Σ_b m_b sign(a − b)
