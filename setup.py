@@ -19,6 +19,9 @@ def read_version() -> str:
 DEMO = ["scipy", "scikit-learn", "matplotlib", "tqdm"]  # pc_kernels/demo
 BENCH = ["matplotlib", "pytest", "pytest-benchmark"]  # benchmarks/
 CPU = ["numba"]  # compiled loops for the CPU stages (pc_kernels/stages/numba_loops.py); torch is the fallback
+# pc_kernels/sentence_transformers.py (6.2: the GradCache it builds on keeps float64 and syncs DDP once a step);
+# [train] brings the trainer's datasets and accelerate.
+SENTENCE_TRANSFORMERS = ["sentence-transformers[train]>=6.2"]
 TEST = [
     "pytest",
     "numba",
@@ -27,6 +30,7 @@ TEST = [
     "scikit-learn",
     "matplotlib",
     "tqdm",
+    *SENTENCE_TRANSFORMERS,
     # The tests run the Triton kernels under its CPU interpreter; triton ships for Linux only.
     "triton>=3.6; platform_system == 'Linux'",
     "ruff",
@@ -66,6 +70,7 @@ setup(
         "test": TEST,
         "cpu": CPU,
         "triton": ["triton>=3.6"],
+        "sentence-transformers": SENTENCE_TRANSFORMERS,
     },
     entry_points={"console_scripts": ["pc-distill=pc_kernels.demo.__main__:main"]},
 )
