@@ -204,7 +204,7 @@ class Grid:
                 largest = torch.empty(m, dtype=torch.float64)
                 row_largest(weights.numpy(), largest.numpy())
             else:
-                largest = weights.abs().amax(dim=1).to(torch.float64)
+                largest = torch.linalg.vector_norm(weights, ord=math.inf, dim=1).to(torch.float64)  # max |G|, one pass
             scale[1, :, 0] = torch.where(largest > 0, unit / largest, 1.0)
         if self.loops == "triton":
             from .triton_binned_ranks import deposit as triton_deposit
