@@ -94,7 +94,7 @@ def grid_geometry(n: int, seed: int = 0) -> dict[str, int]:
     keep[torch.arange(GRID_SAMPLE_ROWS), torch.arange(GRID_SAMPLE_ROWS)] = False
     d = d[keep].view(GRID_SAMPLE_ROWS, n - 1)
     factor = 1.0 / (TAU * d.std(dim=1, unbiased=False))
-    grid = Grid(d, factor, None, "torch")
+    grid = Grid(d, factor, None)
     return {"nodes": grid.nodes, "length": grid.length}
 
 
