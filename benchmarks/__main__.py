@@ -194,8 +194,12 @@ def accuracy(args: argparse.Namespace) -> int:
 
 def load_predictions(path: Path) -> list[dict]:
     """The entries of a static model's predictions file, shaped {"predictions": [{"name": str, "n": int,
-    "p": int, "q": int, "predicted_ms": float}, ...]}; a SystemExit naming what is missing or wrong."""
-    entries = json.loads(path.read_text(encoding="utf-8")).get("predictions")
+    "p": int, "q": int, "predicted_ms": float}, ...]}, followed by those of its optional {"binned":
+    {"predictions": [...]}} (names starting "binned"); a SystemExit naming what is missing or wrong."""
+    model = json.loads(path.read_text(encoding="utf-8"))
+    entries = model.get("predictions")
+    if isinstance(entries, list) and isinstance(model.get("binned"), dict):
+        entries = entries + list(model["binned"].get("predictions", []))
     shape = {"name": str, "n": int, "p": int, "q": int, "predicted_ms": (int, float)}
     for index, entry in enumerate(entries if isinstance(entries, list) else [{}]):
         if bad := [key for key, kind in shape.items() if not isinstance(dict(entry).get(key), kind)]:
@@ -258,15 +262,18 @@ def floor(args: argparse.Namespace) -> int:
         # its sigmoid (fast with PC_KERNELS_FAST_SIGMOID=1).
         sigmoid = "_fast" if os.environ.get("PC_KERNELS_FAST_SIGMOID") == "1" else "_accurate"
         ran = ("fp64" if args.dtype == "float64" else "fp32") + sigmoid
-        lines += [f"Static model ({args.predictions.name}) vs profiled fwd+bwd of {dense} ({ran}):", ""]
+        lines += [f"Static model ({args.predictions.name}) vs profiled fwd+bwd of {dense} ({ran}) and {binned}:", ""]
         lines += [
             "| workload | n | p | q | part | predicted | measured | measured / predicted |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for entry in load_predictions(args.predictions):
-            if not entry["name"].endswith(ran) or "fwd_bwd" not in entry["name"]:
+            provider = binned if entry["name"].startswith("binned") else dense
+            # A binned workload names its kernels' dtype only (it evaluates no sigmoid).
+            same = f"_{ran.split('_')[0]}_" in entry["name"] if provider == binned else entry["name"].endswith(ran)
+            if not same or "fwd_bwd" not in entry["name"]:
                 continue
-            measured = profiled_ms(entry, dense, device, args.dtype, args.dry_run)
+            measured = profiled_ms(entry, provider, device, args.dtype, args.dry_run)
             predictions.append(entry | {"measured_ms": measured})
             where = " | ".join(str(entry[key]) for key in ("name", "n", "p", "q"))
             for part, ms in measured.items():

@@ -16,7 +16,9 @@
 #                with the single-process loss and gradient
 # Hook for the static model of the compiled Hopper code: if benchmarks/results/hopper_model.json exists (or
 # the file PC_KERNELS_HOPPER_MODEL names), it is copied into OUT_DIR and floor prints measured vs predicted ms
-# for the kernels it names: {"predictions": [{"name": str, "n": int, "p": int, "q": int, "predicted_ms": float}]}.
+# for the kernels it names: {"predictions": [{"name": str, "n": int, "p": int, "q": int, "predicted_ms": float}]},
+# and for the binned ones under {"binned": {"predictions": [...]}} (triton_binned fwd+bwd at 16384 and 65536:
+# the whole call and each grid kernel, one profiled call each).
 # A failed or timed-out step is recorded in summary.txt and the next step runs; the exit status is the
 # number of failed steps. One log per step in OUT_DIR.
 #

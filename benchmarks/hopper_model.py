@@ -19,11 +19,11 @@ import re
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from . import reports
+from . import hopper_binned, reports
 
 if TYPE_CHECKING:
     from pc_kernels.kernels.variants import KernelVariant
@@ -141,9 +141,10 @@ def count(instructions: list[Instruction]) -> dict[str, dict[str, int]]:
 def occupancy(registers: int, shared: int, warps: int) -> dict[str, object]:
     """Resident blocks per SM, and what limits them, from registers per thread, shared bytes and warps per block."""
     per_warp = math.ceil(registers * 32 / LIMITS["register_unit"]) * LIMITS["register_unit"]
+    unit = LIMITS["shared_unit"]
     limits = {
         "registers": SUB_PARTITIONS * (LIMITS["registers_per_sub_partition"] // per_warp) // warps,
-        "shared": LIMITS["shared_per_sm"] // (math.ceil(shared / LIMITS["shared_unit"]) * LIMITS["shared_unit"]),
+        "shared": LIMITS["shared_per_sm"] // (math.ceil(max(shared, 1) / unit) * unit),
         "warps": LIMITS["max_warps_per_sm"] // warps,
         "blocks": LIMITS["max_blocks_per_sm"],
     }
@@ -161,8 +162,19 @@ def _run(*args: str) -> str:
     return subprocess.run(args, check=True, capture_output=True, text=True).stdout
 
 
-def analyse(variant: KernelVariant) -> dict[str, object]:
-    """Compile one variant for sm_90; its resources, occupancy, main loop and bound per evaluation."""
+class Compiled(NamedTuple):
+    """One variant compiled for sm_90: Triton's metadata, the cubin's resources and its SASS."""
+
+    metadata: Any
+    registers: int
+    stack: int
+    shared: int  # Triton's dynamic shared memory + the cubin's (1 KiB reserved)
+    instructions: list[Instruction]
+    labels: dict[str, int]
+
+
+def disassemble(variant: KernelVariant) -> Compiled:
+    """Compile one variant for sm_90 and read its resources and SASS with the tools in Triton's wheel."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -175,12 +187,19 @@ def analyse(variant: KernelVariant) -> dict[str, object]:
         usage = _run(_tool("cuobjdump"), "--dump-resource-usage", str(cubin))
         instructions, labels = parse_sass(_run(_tool("nvdisasm"), "-c", str(cubin)))
     registers, stack, static_shared = map(int, re.search(r"REG:(\d+) STACK:(\d+) SHARED:(\d+)", usage).groups())
-    loop = main_loop(instructions, labels)
+    shared = compiled.metadata.shared + static_shared
+    return Compiled(compiled.metadata, registers, stack, shared, instructions, labels)
+
+
+def analyse(variant: KernelVariant) -> dict[str, object]:
+    """Compile one variant for sm_90; its resources, occupancy, main loop and bound per evaluation."""
+    compiled = disassemble(variant)
+    registers, stack, shared, instructions = compiled.registers, compiled.stack, compiled.shared, compiled.instructions
+    loop = main_loop(instructions, compiled.labels)
     outside = [i for i in instructions if not loop[0].address <= i.address <= loop[-1].address]
     unit, tile = EVALUATIONS[variant.name.split("/")[0]]
     warps = variant.options["num_warps"]
     evaluations = math.prod(variant.constexprs[c] for c in tile) // (32 * warps)
-    shared = compiled.metadata.shared + static_shared  # Triton's dynamic shared memory + the cubin's (1 KiB reserved)
     record = {
         "name": variant.name, "kernel": compiled.metadata.name, "constexprs": variant.constexprs,
         "options": variant.options, "registers": registers, "stack_bytes": stack,
@@ -382,6 +401,7 @@ def render(result: dict) -> str:
         lines.append(f"| {a['form']} | {a['function']} | {a['max_relative_error']:.2g} ({a['at_t']:.4g}) | "
                      f"{a['max_relative_error_rounded']:.2g} | {a['max_absolute_error']:.2g} | "
                      f"{'none' if first is None else f'{first:.3g}'} |")  # fmt: skip
+    lines += hopper_binned.render(result["binned"])
     return "\n".join(lines) + "\n"
 
 
@@ -392,7 +412,7 @@ def model(command: str, stride: int) -> dict[str, object]:
 
     from pc_kernels.kernels.variants import compile_variants
 
-    records = {v.name: analyse(v) for v in compile_variants()}
+    records = {v.name: analyse(v) for v in compile_variants() if v.name.split("/")[0] in EVALUATIONS}
     machine = {"sms": SMS, "sub_partitions": SUB_PARTITIONS, "clock_hz": CLOCK_HZ, "sfu_per_clock_per_sm":
                SFU_PER_CLOCK_PER_SM, "pipe_clocks_per_warp_instruction": PIPE_CLOCKS,
                "tensor_macs_per_clock_per_sub_partition": TENSOR_MACS_PER_CLOCK, **LIMITS}  # fmt: skip
@@ -402,7 +422,7 @@ def model(command: str, stride: int) -> dict[str, object]:
         "nvdisasm": re.search(r"release [\d.]+, V[\d.]+", _run(_tool("nvdisasm"), "--version")).group(0),
         "machine": machine, "workload": WORKLOAD, "predictions": [predict(records, *p) for p in PREDICTIONS],
         "variants": list(records.values()), "sweep_stride": stride, "sweep_limit": SWEEP_LIMIT,
-        "sigmoid_accuracy": sigmoid_accuracy(stride),
+        "sigmoid_accuracy": sigmoid_accuracy(stride), "binned": hopper_binned.model(records),
     }  # fmt: skip
 
 

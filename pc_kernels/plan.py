@@ -6,7 +6,7 @@ A computation path is a (dissimilarity stage, rank stage) pair run by ``pc_kerne
     "torch"      "dense"     torch (Gram form)      dense torch (chunked tanh)
     "torch"      "binned"    torch (Gram form)      binned (grid + FFT)
     "triton"     "dense"     triton kernel          fused triton kernels
-    "triton"     "binned"    triton kernel          binned (grid + FFT)
+    "triton"     "binned"    triton kernel          binned, grid passes in Triton kernels (grid + cuFFT)
     "reference"  "dense"     the plain-autograd oracle (``pc_kernels.reference``)
 
 ``resolve_plan`` also fixes the pipeline's blocks of reference rows, the dense torch stage's tile,
@@ -200,7 +200,8 @@ class ExecutionPlan:
         backend: "reference", "torch" or "triton" (what "auto" resolved to).
         algorithm: "dense" or "binned" (what "auto" resolved to, by AUTO_BINNED_FROM).
         distance_stage: "torch", "triton" or "reference".
-        rank_stage: "dense", "triton", "binned" or "reference".
+        rank_stage: "dense", "triton", "binned", "triton_binned" (the binned stage's grid passes as Triton
+            kernels) or "reference".
         rows: the reference rows [start, end) computed.
         block_rows: reference rows the pipeline runs through all stages at once (``chunk_rows`` as given; the
             pipeline rounds it up to whole tiles of ``stages.distances.GRAM_ROWS`` rows).
@@ -303,7 +304,7 @@ def resolve_plan(
         backend=backend,
         algorithm=algorithm,
         distance_stage=backend,
-        rank_stage="binned" if binned else ("triton" if backend == "triton" else "dense"),
+        rank_stage=_rank_stage(backend, binned),
         rows=(start, end),
         block_rows=block_rows,
         tile_rows=tile_rows,
@@ -334,6 +335,13 @@ def _algorithm_for(algorithm: str, device: torch.device, n: int, loops: str) -> 
     if algorithm != "auto":
         return algorithm
     return "binned" if n >= AUTO_BINNED_FROM[auto_device_class(device, loops)] else "dense"
+
+
+def _rank_stage(backend: str, binned: bool) -> str:
+    """The rank stage of a fast path: the backend's own kernels for either algorithm."""
+    if binned:
+        return "triton_binned" if backend == "triton" else "binned"
+    return "triton" if backend == "triton" else "dense"
 
 
 def _kept_bytes(device: torch.device) -> int:

@@ -217,7 +217,8 @@ def test_gpu_check_dry_run_runs_every_step_on_cpu(tmp_path):
         dict(name="dense_fwd_bwd_fp32_accurate", n=4096, p=256, q=256, predicted_ms=1.0, kernels=kernels),
         dict(name="dense_fwd_bwd_fp32_fast", n=4096, p=256, q=256, predicted_ms=2.0, kernels=kernels),  # not run
     ]
-    model.write_text(json.dumps({"predictions": entries}))
+    binned = [dict(name="binned_fwd_bwd_fp32_n16384", n=16384, p=256, q=256, predicted_ms=3.0, kernels=kernels)]
+    model.write_text(json.dumps({"predictions": entries, "binned": {"predictions": binned}}))
     out = tmp_path / "check"
     env = {**os.environ, "PC_KERNELS_GPU_CHECK_DRY_RUN": "1", "PC_KERNELS_HOPPER_MODEL": str(model)}
     _run("bash", "benchmarks/gpu_check.sh", str(out), env=env)
@@ -234,6 +235,7 @@ def test_gpu_check_dry_run_runs_every_step_on_cpu(tmp_path):
     where = "| dense_fwd_bwd_fp32_accurate | 4096 | 256 | 256 |"
     assert f"{where} whole call | 1 ms | " in floor and f"{where} aten:: | 0.5 ms | " in floor
     assert f"{where} no_such_kernel | 0.25 ms | not launched |" in floor and "fp32_fast" not in floor
+    assert "| binned_fwd_bwd_fp32_n16384 | 16384 | 256 | 256 | whole call | 3 ms | " in floor
     assert json.loads((out / "hopper_model.json").read_text())["predictions"] == entries
     assert "distributed=True matches" in (out / "nccl.log").read_text()
 

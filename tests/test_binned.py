@@ -7,7 +7,8 @@ give the points y = c·d (c = 1/τ here unless said otherwise). The documented b
   1e-5 with the automatic grid, h = automatic_spacing(w));
 - ∂L/∂y_j within (|G_j| + max_k |G_k|)·SLOPE_ERROR_CONSTANT·h⁴·w/(w − 1), G = ∂L/∂R.
 Gaps wider than SATURATION (units of τ) are shortened to SATURATION, so an outlier costs at most
-SATURATION/h nodes. The stage is tested with its "torch" and (numba installed) "numba" loops. The
+SATURATION/h nodes. The stage is tested with its "torch", (numba installed) "numba" and (CUDA or the
+Triton interpreter) "triton" grid passes, the last on the test device. The
 binned paths' loss and gradients against the reference and the dense paths over the option grid are in
 test_paths_agree.py.
 """
@@ -28,16 +29,16 @@ from pc_kernels.stages.dense_ranks import dense_ranks, dense_ranks_backward
 
 TAUS = (0.01, 0.03, 0.1, 0.3, 1.0)
 BINNED_PATHS = [path for path in usable_paths() if path.algorithm == "binned"]
-LOOPS = ["torch", "numba"] if plan_module._NUMBA_INSTALLED else ["torch"]
-GRIDS = {"torch": binned.Grid, "numba": binned.NumbaGrid}
+LOOPS = [
+    "torch",
+    *(["numba"] if plan_module._NUMBA_INSTALLED else []),
+    *(["triton"] if "triton" in pc_kernels.available_backends(DEVICE) else []),
+]
+GRIDS: dict[str, type[binned.Grid]] = {"torch": binned.Grid, "numba": binned.NumbaGrid}
+if "triton" in LOOPS:
+    from pc_kernels.stages.triton_binned_ranks import TritonGrid
 
-
-def binned_ranks(d: torch.Tensor, c: torch.Tensor, bins: int | None, loops: str) -> torch.Tensor:
-    return GRIDS[loops](d, c, bins).ranks()
-
-
-def binned_ranks_backward(d: torch.Tensor, c: torch.Tensor, g: torch.Tensor, bins: int | None, loops: str):
-    return GRIDS[loops](d, c, bins).rank_gradient(g)
+    GRIDS["triton"] = TritonGrid
 
 
 def _rows(kind: str, m: int, w: int, seed: int) -> torch.Tensor:
@@ -61,6 +62,23 @@ def _factor(d: torch.Tensor, tau: float) -> torch.Tensor:
     return torch.full((d.shape[0],), 1.0 / tau, dtype=d.dtype)
 
 
+def _device(loops: str) -> str:
+    """Where a stage with these grid passes runs: the Triton kernels on the test device, the others on CPU."""
+    return DEVICE if loops == "triton" else "cpu"
+
+
+def _ranks(d: torch.Tensor, c: torch.Tensor, bins: int | None, loops: str) -> torch.Tensor:
+    """Soft ranks of the loops' grid on the loops' device, returned on CPU."""
+    device = _device(loops)
+    return GRIDS[loops](d.to(device), c.to(device), bins).ranks().cpu()
+
+
+def _rank_gradient(d: torch.Tensor, c: torch.Tensor, g: torch.Tensor, bins: int | None, loops: str) -> torch.Tensor:
+    """The rank gradient of the loops' grid on the loops' device, returned on CPU."""
+    device = _device(loops)
+    return GRIDS[loops](d.to(device), c.to(device), bins).rank_gradient(g.to(device)).cpu()
+
+
 def _per_pair_to_row(w: int) -> float:
     """A row's sum has w pair terms (its own included) over w − 1."""
     return w / (w - 1)
@@ -73,10 +91,10 @@ def test_ranks_and_rank_gradient_within_documented_bounds(kind: str, tau: float,
     d = _rows(kind, 6, 301, seed=int(tau * 1000))
     c = _factor(d, tau)
     g = torch.randn(d.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    approx = binned_ranks(d, c, None, loops)
+    approx = _ranks(d, c, None, loops)
     assert (approx - dense_ranks(d, c, 6)).abs().max().item() <= binned.RANK_TOLERANCE
     grad_dense = dense_ranks_backward(d, c, g, 6)
-    grad_binned = binned_ranks_backward(d, c, g, None, loops)
+    grad_binned = _rank_gradient(d, c, g, None, loops)
     h = binned.automatic_spacing(301)
     bound = (g.abs() + g.abs().amax(dim=1, keepdim=True)) * binned.SLOPE_ERROR_CONSTANT * h**4 * _per_pair_to_row(301)
     assert torch.all((grad_binned - grad_dense).abs() <= bound + 1e-12)  # 1e-12: float64 rounding of the sums
@@ -101,11 +119,9 @@ def test_ranks_depend_only_on_the_points_in_units_of_tau(loops: str) -> None:
     d = _rows("gaussian", 3, 50, seed=4)
     c = _factor(d, 0.1)
     g = random_features(3, 50, seed=5)
+    torch.testing.assert_close(_ranks(2 * d, c / 2, None, loops), _ranks(d, c, None, loops), rtol=0, atol=1e-15)
     torch.testing.assert_close(
-        binned_ranks(2 * d, c / 2, None, loops), binned_ranks(d, c, None, loops), rtol=0, atol=1e-15
-    )
-    torch.testing.assert_close(
-        binned_ranks_backward(2 * d, c / 2, g, None, loops), binned_ranks_backward(d, c, g, None, loops),
+        _rank_gradient(2 * d, c / 2, g, None, loops), _rank_gradient(d, c, g, None, loops),
         rtol=0, atol=1e-15,
     )  # fmt: skip
 
@@ -120,7 +136,7 @@ def test_error_shrinks_as_bins_grow_and_meets_the_bound(tau: float, loops: str) 
     for bins in (64, 256, 1024, 4096):
         grid = GRIDS[loops](d, c, bins)
         assert grid.nodes == bins + 2  # one margin node on each side for the cubic basis
-        error = (binned_ranks(d, c, bins, loops) - dense).abs().amax(dim=1)
+        error = (_ranks(d, c, bins, loops) - dense).abs().amax(dim=1)
         bound = binned.RANK_ERROR_CONSTANT * grid.spacing**4 * _per_pair_to_row(257)  # per row, h of that row
         assert torch.all(error <= bound)
         errors.append(error.max().item())
@@ -142,11 +158,11 @@ def test_outliers_cost_at_most_saturation_each(loops: str) -> None:
     assert grid.nodes <= math.ceil((bulk + 3 * binned.SATURATION) / h) + 3
     assert grid.nodes < (5000 / tau) / h / 100
     dense = dense_ranks(d, c, 3)
-    assert (binned_ranks(d, c, None, loops) - dense).abs().max().item() <= binned.RANK_TOLERANCE
+    assert (_ranks(d, c, None, loops) - dense).abs().max().item() <= binned.RANK_TOLERANCE
     coarse = GRIDS[loops](d, c, 128)
     # The 128 nodes span the closed rows: about (bulk + 3·SATURATION)/127 apart, not 5000/τ/127.
     assert coarse.spacing.max().item() <= (bulk + 3 * binned.SATURATION) / 127 + 1e-12
-    error = (binned_ranks(d, c, 128, loops) - dense).abs().amax(dim=1)
+    error = (_ranks(d, c, 128, loops) - dense).abs().amax(dim=1)
     assert torch.all(error <= binned.RANK_ERROR_CONSTANT * coarse.spacing**4 * _per_pair_to_row(200))
 
 
@@ -154,12 +170,12 @@ def test_outliers_cost_at_most_saturation_each(loops: str) -> None:
 def test_equal_and_tiny_rows_are_finite(loops: str) -> None:
     d = torch.zeros(3, 10, dtype=torch.float64)
     c = torch.full((3,), 1e4, dtype=torch.float64)
-    torch.testing.assert_close(binned_ranks(d, c, None, loops), torch.full_like(d, 0.5), rtol=0, atol=1e-15)
-    assert torch.isfinite(binned_ranks_backward(d, c, torch.ones_like(d), None, loops)).all()
+    torch.testing.assert_close(_ranks(d, c, None, loops), torch.full_like(d, 0.5), rtol=0, atol=1e-15)
+    assert torch.isfinite(_rank_gradient(d, c, torch.ones_like(d), None, loops)).all()
     pair = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
     c = torch.tensor([10.0], dtype=torch.float64)
     dense = dense_ranks(pair, c, 1)
-    torch.testing.assert_close(binned_ranks(pair, c, None, loops), dense, rtol=0, atol=binned.RANK_TOLERANCE)
+    torch.testing.assert_close(_ranks(pair, c, None, loops), dense, rtol=0, atol=binned.RANK_TOLERANCE)
 
 
 @pytest.mark.parametrize("loops", LOOPS)
@@ -169,28 +185,35 @@ def test_deposits_are_order_independent(loops: str) -> None:
     c = _factor(d, 0.05)
     g = random_features(2, 120, seed=7)
     perm = torch.randperm(120, generator=torch.Generator().manual_seed(8))
-    assert torch.equal(binned_ranks(d[:, perm], c, None, loops), binned_ranks(d, c, None, loops)[:, perm])
+    assert torch.equal(_ranks(d[:, perm], c, None, loops), _ranks(d, c, None, loops)[:, perm])
     assert torch.equal(
-        binned_ranks_backward(d[:, perm], c, g[:, perm], None, loops),
-        binned_ranks_backward(d, c, g, None, loops)[:, perm],
+        _rank_gradient(d[:, perm], c, g[:, perm], None, loops),
+        _rank_gradient(d, c, g, None, loops)[:, perm],
     )
 
 
-@pytest.mark.skipif(len(LOOPS) < 2, reason="numba is not installed")
+@pytest.mark.parametrize("loops", [loops for loops in LOOPS if loops != "torch"])
 @pytest.mark.parametrize("bins", [None, 300])
-def test_numba_loops_compute_what_the_torch_loops_compute(bins) -> None:
-    """Same operations in the same order: the int64 deposits identical, the sums to the last bits."""
+def test_compiled_grid_passes_compute_what_the_torch_loops_compute(bins, loops: str) -> None:
+    """Same operations in the same order: the int64 deposits identical (on a GPU, where the compiler may
+    fuse a product into the rounding's addition, each point's taps may move by a unit), the sums to the
+    last bits."""
     d = _rows("outliers", 4, 150, seed=9)
     c = _factor(d, 0.05)
     g = random_features(4, 150, seed=10)
-    torch_grid, numba_grid = GRIDS["torch"](d, c, bins), GRIDS["numba"](d, c, bins)
+    device = _device(loops)
+    torch_grid, compiled_grid = binned.Grid(d, c, bins), GRIDS[loops](d.to(device), c.to(device), bins)
     for weights in (None, g):
-        assert torch.equal(torch_grid._deposit(weights)[0], numba_grid._deposit(weights)[0])
-    torch.testing.assert_close(binned_ranks(d, c, bins, "numba"), binned_ranks(d, c, bins, "torch"), rtol=0, atol=1e-14)
+        expected, got = (
+            torch_grid._deposit(weights)[0],
+            compiled_grid._deposit(None if weights is None else weights.to(device))[0],
+        )
+        moved = (got.cpu() - expected).abs().max().item()
+        assert moved == 0 if device == "cpu" else moved <= 2 * d.shape[1]
+    torch.testing.assert_close(_ranks(d, c, bins, loops), _ranks(d, c, bins, "torch"), rtol=0, atol=1e-14)
     torch.testing.assert_close(
-        binned_ranks_backward(d, c, g, bins, "numba"), binned_ranks_backward(d, c, g, bins, "torch"),
-        rtol=1e-12, atol=1e-14,
-    )  # fmt: skip
+        _rank_gradient(d, c, g, bins, loops), _rank_gradient(d, c, g, bins, "torch"), rtol=1e-12, atol=1e-14
+    )
 
 
 @pytest.mark.parametrize("kind", ["clusters", "duplicates"])
@@ -284,13 +307,16 @@ def test_recomputed_blocks_give_the_same_loss_and_gradients_as_kept_ranks(monkey
 )
 @pytest.mark.parametrize("n", (5, 17, 33))
 def test_triton_binned_matches_torch_binned(n: int) -> None:
-    """The two binned paths share the rank stage; only the dissimilarity stage differs (the same float64
-    Gram form, in a kernel)."""
+    """The two binned paths share the grid, its weights and its FFT; the triton path computes the
+    dissimilarities (the same float64 Gram form) and the grid passes (the same operations) in kernels."""
     options = OPTION_GRID[n % len(OPTION_GRID)]
     student = random_features(n, 7, seed=n).to(DEVICE).requires_grad_()
     teacher = random_features(n, 3, seed=n + 1).to(DEVICE).requires_grad_()
     expected, expected_grads = loss_and_grads(student, teacher, backend="torch", algorithm="binned", **options)
+    criterion = pc_kernels.PerceptionCoherenceLoss(backend="triton", algorithm="binned", **options)
     loss, grads = loss_and_grads(student, teacher, backend="triton", algorithm="binned", **options)
+    criterion(student.detach(), teacher.detach())
+    assert criterion.last_plan.rank_stage == "triton_binned"
     torch.testing.assert_close(loss, expected, rtol=1e-9, atol=1e-12)
     for grad, reference in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(grad, reference, rtol=1e-7, atol=1e-10)

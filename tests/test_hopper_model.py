@@ -6,7 +6,8 @@ spill, no more special-function operations per evaluation than each variant's fo
 bound more than 5 % above the stored benchmarks/results/hopper_model.json. The sigmoid's error, at the scaled
 arguments t the rank kernels pass it, is checked on the model's numpy emulation of its float32 sm_90
 instructions and by running the jit functions themselves (interpreted on CPU, compiled on a GPU); the docs show
-the stored tables.
+the stored tables. The binned grid kernels must compile without spills, deposit with one atomic per tap, and
+keep their predicted fwd+bwd times within the stored ones and the targets (benchmarks/hopper_binned.py).
 """
 
 from __future__ import annotations
@@ -86,6 +87,29 @@ def test_variant_bound_not_above_stored(fresh: dict, name: str) -> None:
 def test_prediction_not_above_stored(fresh: dict, name: str) -> None:
     stored = next(p for p in STORED["predictions"] if p["name"] == name)["predicted_ms"]
     assert next(p for p in fresh["predictions"] if p["name"] == name)["predicted_ms"] <= TOLERANCE * stored
+
+
+BINNED = [v["name"] for v in STORED["binned"]["variants"]]
+
+
+def test_every_stored_binned_variant_is_modelled_without_spills(fresh: dict) -> None:
+    assert [v["name"] for v in fresh["binned"]["variants"]] == BINNED
+    assert all((v["spill_instructions"], v["stack_bytes"]) == (0, 0) for v in fresh["binned"]["variants"])
+
+
+@pytest.mark.parametrize("name", [v for v in BINNED if v.startswith("grid_deposit")])
+def test_each_deposit_adds_four_taps_per_weight_set_with_one_atomic_each(fresh: dict, name: str) -> None:
+    record = next(v for v in fresh["binned"]["variants"] if v["name"] == name)
+    assert record["atomics_per_item"] == (8 if name.endswith("weighted") else 4)
+
+
+@pytest.mark.parametrize("name", [p["name"] for p in STORED["binned"]["predictions"]])
+def test_binned_prediction_not_above_stored_and_within_target(fresh: dict, name: str) -> None:
+    stored = next(p for p in STORED["binned"]["predictions"] if p["name"] == name)
+    prediction = next(p for p in fresh["binned"]["predictions"] if p["name"] == name)
+    for gpu, times in prediction["gpus"].items():
+        assert times["predicted_ms"] <= TOLERANCE * stored["gpus"][gpu]["predicted_ms"]
+        assert times["predicted_ms"] <= times["target_ms"]
 
 
 def test_docs_and_results_show_the_stored_tables() -> None:

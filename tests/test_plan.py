@@ -40,7 +40,7 @@ def test_only_the_plan_reads_environment_variables():
         ("torch", "dense", ("torch", "dense")),
         ("torch", "binned", ("torch", "binned")),
         ("triton", "dense", ("triton", "triton")),
-        ("triton", "binned", ("triton", "binned")),
+        ("triton", "binned", ("triton", "triton_binned")),
         ("reference", "dense", ("reference", "reference")),
     ],
 )

@@ -52,7 +52,12 @@ def test_the_plan_names_choose_the_stages(path, discrepancy: str) -> None:
     stages = registry.build(settings)
     cpu = "Numba" if plan.loops == "numba" else ""  # compiled loops replace torch where a stage has them
     dissimilarity = {"triton": "TritonDissimilarity", "torch": f"{cpu or 'Torch'}Dissimilarity"}
-    ranks = {"triton": "TritonRanks", "dense": "DenseRanks", "binned": f"{cpu}BinnedRanks"}
+    ranks = {
+        "triton": "TritonRanks",
+        "dense": "DenseRanks",
+        "binned": f"{cpu}BinnedRanks",
+        "triton_binned": "TritonBinnedRanks",  # no compiled CPU loops: the Triton kernels on every device
+    }
     assert type(stages.dissimilarity).__name__ == dissimilarity[plan.distance_stage]
     assert type(stages.ranks).__name__ == ranks[plan.rank_stage]
     assert type(stages.row_scale).__name__ == f"{cpu or 'Torch'}RowScale"

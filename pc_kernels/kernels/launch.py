@@ -20,6 +20,12 @@ RANK_WARPS = 4
 # Largest rank tile under the interpreter.
 INTERPRETER_RANK_BLOCK = 128
 
+# Grid passes of the binned rank stage: points per deposit or read-back program, nodes per loop step of the
+# sign part (one program per row); under the interpreter, small enough that rows of a few hundred points
+# and nodes span several programs and steps (tails included).
+BINNED_BLOCK, BINNED_NODE_BLOCK, BINNED_WARPS = 512, 512, 4
+INTERPRETER_BINNED_BLOCKS = (128, 64)
+
 # Distance kernel: reference rows × candidates per program, features per tl.dot step (float64 tiles).
 # Steps of 32 features need 255 registers and spill under Triton 3.6 (the GPU image's version) with
 # float32 output; steps of 16 do not, and leave the tile, the occupancy and the work per feature alike.
@@ -35,6 +41,14 @@ class RankLaunch(NamedTuple):
 
     block_j: int
     block_k: int
+    num_warps: int
+
+
+class BinnedLaunch(NamedTuple):
+    """Points per program, nodes per loop step and warp count of the binned grid passes."""
+
+    block: int
+    node_block: int
     num_warps: int
 
 
@@ -59,6 +73,16 @@ def rank_launch(x: torch.Tensor, width: int) -> RankLaunch:
         block = min(max(1 << (width - 1).bit_length(), 4), INTERPRETER_RANK_BLOCK)
         return RankLaunch(block, block, 1)
     return RankLaunch(*RANK_BLOCKS[x.dtype], RANK_WARPS)
+
+
+def binned_launch(x: torch.Tensor, width: int) -> BinnedLaunch:
+    """Grid-pass settings for rows of ``width`` points or nodes held in ``x`` (under the interpreter no larger
+    than the row's next power of two, at least 16)."""
+    if interpreting(x):
+        fit = max(1 << (width - 1).bit_length(), 16)
+        points, nodes = INTERPRETER_BINNED_BLOCKS
+        return BinnedLaunch(min(points, fit), min(nodes, fit), 1)
+    return BinnedLaunch(BINNED_BLOCK, BINNED_NODE_BLOCK, BINNED_WARPS)
 
 
 def distance_launch(x: torch.Tensor) -> DistanceLaunch:

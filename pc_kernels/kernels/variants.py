@@ -12,6 +12,7 @@ import torch
 import triton
 
 from . import launch
+from .binned_grid import _grid_deposit_kernel, _grid_read_kernel, _sign_part_kernel
 from .dissimilarity import _dissimilarity_fwd_kernel
 from .soft_rank import _soft_rank_bwd_kernel, _soft_rank_fwd_kernel
 
@@ -67,6 +68,44 @@ def _distance_variants(dtype: str) -> list[KernelVariant]:
     ]
 
 
+def _grid_variants(dtype: str) -> list[KernelVariant]:
+    """The binned grid passes for rows d of ``dtype``: positions from d (affine) or from float64 gap-closed
+    offsets; an unused pointer argument is passed the positions (``binned_grid.py``), so it has their type."""
+    pointer = _POINTER[dtype]
+    options = {"num_warps": launch.BINNED_WARPS}
+    out = []
+    for affine in (True, False):
+        points = pointer if affine else "*fp64"
+        geometry = {"points_ptr": points, "low_ptr": "*fp64", "per_node_ptr": "*fp64"}
+        where = "affine" if affine else "offsets"
+        for second in (False, True):
+            weights = pointer if second else points
+            deposit = {**geometry, "weights_ptr": weights, "scale_ptr": "*fp64", "fixed_ptr": "*i64",
+                       "m": "i32", "w": "i32", "nodes": "i32"}  # fmt: skip
+            read = {**geometry, "values_ptr": "*fp64", "weights_ptr": weights, "out_ptr": pointer,
+                    "m": "i32", "w": "i32", "nodes": "i32", "length": "i32"}  # fmt: skip
+            constexprs = {"AFFINE": affine, "BLOCK": launch.BINNED_BLOCK}
+            out += [
+                KernelVariant(f"grid_deposit/{dtype}/{where}/{'weighted' if second else 'ones'}", _grid_deposit_kernel,
+                              deposit, {**constexprs, "WEIGHTED": second}, options),
+                KernelVariant(f"grid_read/{dtype}/{where}/{'gradient' if second else 'ranks'}", _grid_read_kernel,
+                              read, {**constexprs, "GRADIENT": second}, options),
+            ]  # fmt: skip
+    return out
+
+
+def _sign_part_variant() -> KernelVariant:
+    signature = {"fixed_ptr": "*i64", "scale_ptr": "*fp64", "values_ptr": "*fp64", "nodes": "i32", "length": "i32"}
+    constexprs: dict[str, object] = {"NODE_BLOCK": launch.BINNED_NODE_BLOCK}
+    return KernelVariant("sign_part", _sign_part_kernel, signature, constexprs, {"num_warps": launch.BINNED_WARPS})
+
+
+def binned_variants() -> list[KernelVariant]:
+    """Every variant of the binned rank stage's grid kernels, for float32 and float64 rows."""
+    return [*_grid_variants("float32"), *_grid_variants("float64"), _sign_part_variant()]
+
+
 def compile_variants() -> list[KernelVariant]:
     """Every kernel variant the launchers can run on a GPU, for float32 and float64 outputs."""
-    return [v for dtype in ("float32", "float64") for v in (*_rank_variants(dtype), *_distance_variants(dtype))]
+    dense = [v for dtype in ("float32", "float64") for v in (*_rank_variants(dtype), *_distance_variants(dtype))]
+    return [*dense, *binned_variants()]

@@ -11,6 +11,7 @@ reference rows. Every stage works on the candidate layout (``layout.py``).
     dense_ranks.py       the dense torch rank stage (every sigmoid, bounded workspace)
     triton_ranks.py      the fused Triton rank stage
     binned_ranks.py      the binned rank stage (grid deposit, FFT convolution, read-back)
+    triton_binned_ranks.py  its grid passes as Triton kernels (CUDA tensors; FFT by torch)
     hard_ranks.py        exact average ranks by sorting
     discrepancy.py       "mse" / "spearman" / "reciprocal_rank_mse", forward and backward
     layout.py            the candidate layout and its conversions

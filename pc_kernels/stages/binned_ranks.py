@@ -80,14 +80,17 @@ def automatic_spacing(w: int) -> float:
     return (RANK_TOLERANCE * (w - 1) / (w * RANK_ERROR_CONSTANT)) ** 0.25
 
 
-def cubic_basis(f: T) -> tuple[T, T, T, T]:
+def cubic_basis(f):  # type: (T) -> tuple[T, T, T, T]
     """The cubic Lagrange basis ℓ_{−1}, ℓ_0, ℓ_1, ℓ_2 on nodes −1, 0, 1, 2 at positions f ∈ [0, 1] between
-    nodes 0 and 1: written once for torch tensors and, compiled by numba, for the loops' float64 scalars."""
+    nodes 0 and 1: written once for torch tensors and, compiled by numba and by Triton, for the loops' and the
+    grid kernels' float64 values. It multiplies by the constant 1/6 rather than dividing by 6 (a GPU's
+    division is a call), and names no global, which a Triton function may read only as a constexpr: so its
+    signature's type is a type comment, since Triton reads a parameter's annotation as code."""
     return (
-        -f * (f - 1.0) * (f - 2.0) / 6.0,
-        (f + 1.0) * (f - 1.0) * (f - 2.0) / 2.0,
-        -(f + 1.0) * f * (f - 2.0) / 2.0,
-        (f + 1.0) * f * (f - 1.0) / 6.0,
+        -f * (f - 1.0) * (f - 2.0) * (1.0 / 6.0),
+        (f + 1.0) * (f - 1.0) * (f - 2.0) * 0.5,
+        -(f + 1.0) * f * (f - 2.0) * 0.5,
+        (f + 1.0) * f * (f - 1.0) * (1.0 / 6.0),
     )
 
 
@@ -129,7 +132,8 @@ class Grid:
     A point's grid coordinate is u = (y − min y)/h + 1, between node a = ⌊u⌋ (clamped to 1 … nodes − 3, so
     that a − 1 … a + 2 are nodes) and a + 1: u = (d − min d)·(c/h) + 1, or, for rows whose gaps were closed,
     u = offsets·(1/h) + 1 from the stored ``offsets``. ``spacing`` is h per row (m,); ``length`` the FFT
-    length L. The deposit and the read-back run as torch operations (``NumbaGrid``: compiled loops).
+    length L. The deposit and the read-back run as torch operations (``NumbaGrid``: compiled loops;
+    ``triton_binned_ranks.TritonGrid``: Triton kernels).
     ``extremes``: each row's (min d, max d), float64 (m,) each, when the caller has them (the row scale's
     statistics); else they are computed here.
     """
@@ -206,8 +210,8 @@ class Grid:
         return fixed, scale
 
     def _row_largest(self, weights: torch.Tensor) -> torch.Tensor:
-        """(m,) float64: each row's largest |weight|."""
-        return weights.abs().amax(dim=1).to(torch.float64)
+        """(m,) float64: each row's largest |weight| (the ∞-norm: one pass, no |weights| copy)."""
+        return torch.linalg.vector_norm(weights, ord=math.inf, dim=1).to(torch.float64)
 
     def _deposit_taps(self, weights: torch.Tensor | None, scale: torch.Tensor, fixed: torch.Tensor) -> None:
         """Step 1: add every point's four rounded taps to ``fixed`` (s, m, nodes), node a taking the remainder."""

@@ -44,6 +44,7 @@ RANK_STAGES = {
     ("triton", "torch"): "triton_ranks.TritonRanks",
     ("binned", "torch"): "binned_ranks.BinnedRanks",
     ("binned", "numba"): "binned_ranks.NumbaBinnedRanks",
+    ("triton_binned", "torch"): "triton_binned_ranks.TritonBinnedRanks",
 }
 DISCREPANCIES = {
     "mse": "discrepancy.MeanSquaredError",
