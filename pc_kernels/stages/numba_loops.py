@@ -182,8 +182,10 @@ def row_largest(values, largest):
         largest[r] = biggest
 
 
-# Numba's cache tracks the source of this file only: after editing a function compiled from another module
-# (the basis, the row scale's coefficient), delete the cache (__pycache__/*.nbi, *.nbc).
+# Numba's on-disk cache tracks the source of this file only, so a loop that compiles a function of another
+# module (the basis, the row scale's coefficient) would keep a stale compilation after that module changed
+# (an editable install after a pull): those loops (deposit, read_ranks, read_gradient, row_scale_backward)
+# are compiled once per process instead of cached.
 _basis = numba.njit(inline="always")(cubic_basis)
 _std_coefficient = numba.njit(inline="always")(std_coefficient)
 
@@ -215,7 +217,7 @@ def _deposit_point(row, a, v, l0, l2, l3):
 
 
 @_on_torch_threads
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True)
 def deposit(d, low, per_node, offsets, affine, values, scale, fixed):
     """fixed[s, r, a − 1 … a + 2] += round(c·scale·ℓ(f)) per point, the taps of each point summing exactly
     to round(c·scale): set 0 has weights c = 1, set 1 (if any) the weights values[0, r, j]."""
@@ -239,7 +241,7 @@ def _interpolate(values, a, l0, l1, l2, l3):
 
 
 @_on_torch_threads
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True)
 def read_ranks(d, low, per_node, offsets, affine, smoothed, fixed, scale, out):
     """out[r, j] = ½ + (Σ_t ℓ_t(f) M[r, a − 1 + t]) / (w − 1), M the smoothed node values plus the exact
     sign part ½ (2 P_a − m_a − P_last) / scale from the int64 prefix sums P of the masses m."""
@@ -263,7 +265,7 @@ def read_ranks(d, low, per_node, offsets, affine, smoothed, fixed, scale, out):
 
 
 @_on_torch_threads
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True)
 def read_gradient(d, low, per_node, offsets, affine, nodes, smoothed, grad_ranks, out):
     """out[r, j] = (G_j A_j − B_j) / (w − 1), A and B read back from the smoothed node values of the weight
     sets ones and G (sets 0 and 1 of ``smoothed``) on a grid of ``nodes`` nodes."""
@@ -279,7 +281,7 @@ def read_gradient(d, low, per_node, offsets, affine, nodes, smoothed, grad_ranks
 
 
 @_on_torch_threads
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True)
 def row_scale_backward(d, grad_y, factor, mean, std, live, out):
     """out[r, j] = c_r g_j + κ_r (d_j − μ_r), κ_r = ``std_coefficient`` on live rows (s_r > 0, c_r not
     clamped) and 0 elsewhere, for g = ∂L/∂y (stages/row_scale.py)."""
