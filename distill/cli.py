@@ -108,6 +108,16 @@ def pc_options(text: str) -> dict[str, object]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def add_methods(parser: argparse.ArgumentParser, default: tuple[str, ...]) -> None:
+    """The ``--methods`` argument: distinct distillation methods among ``METHODS``."""
+    parser.add_argument(
+        "--methods",
+        type=methods,
+        default=joined(default),
+        help=f"comma-separated distillation methods among {','.join(METHODS)}",
+    )
+
+
 def add_pc_options(parser: argparse.ArgumentParser, default: str) -> None:
     """The ``--pc-options`` argument: any keyword of ``PerceptionCoherenceLoss`` for the "pc" method."""
     parser.add_argument(

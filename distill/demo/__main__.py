@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from .. import cli
-from ..objectives import METHODS
 from .config import METRICS, DemoConfig
 from .experiment import run_experiment
 from .plots import write_figures
@@ -36,12 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         "coherence and baseline losses, and compare them on held-out data.",
         formatter_class=cli.HelpFormatter,
     )
-    parser.add_argument(
-        "--methods",
-        type=cli.methods,
-        default=cli.joined(_DEFAULTS.methods),
-        help=f"comma-separated distillation methods among {','.join(METHODS)}",
-    )
+    cli.add_methods(parser, _DEFAULTS.methods)
     parser.add_argument(
         "--widths",
         type=cli.widths,

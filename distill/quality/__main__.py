@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from .. import cli
-from ..objectives import METHODS
 from .batch_study import LR_RULES, BatchStudyConfig, run_batch_study
 from .config import MEASURES, QualityConfig
 from .corpus import CORPORA
@@ -37,12 +36,7 @@ def _shared_arguments(parser: argparse.ArgumentParser, defaults: QualityConfig) 
         "--validation", type=cli.int_at_least(1), default=defaults.validation, help="validation sentences"
     )
     parser.add_argument("--test", type=cli.int_at_least(2), default=defaults.test, help="test sentences")
-    parser.add_argument(
-        "--methods",
-        type=cli.methods,
-        default=cli.joined(defaults.methods),
-        help=f"comma-separated distillation methods among {','.join(METHODS)}",
-    )
+    cli.add_methods(parser, defaults.methods)
     parser.add_argument(
         "--widths", type=cli.widths, default=cli.joined(defaults.widths), help="comma-separated student widths d"
     )
