@@ -58,7 +58,7 @@ class HashedBags:
 
 # Adam's ε far below every loss's gradients, so that no method is held back by the overall scale of its
 # loss: with the default 1e-8, PKT's mean-reduced table gradients (median 3e-10 at the start) fall under ε
-# and its updates shrink by orders of magnitude (docs/why_pc_trails.md, "Adam's ε").
+# and its updates shrink by orders of magnitude (docs/why_pc_trails.md, finding 4).
 ADAM_EPS = 1e-12
 
 
