@@ -51,8 +51,8 @@ Fast form (``FAST``, float32 on CUDA only): σ = ½ + ½·tanh(t), σ' = ¼·(1 
 ``python -m benchmarks hopper`` (benchmarks/hopper_model.py) counts the compiled instructions and
 measures both float32 forms' error by a numpy emulation of these instruction sequences at NVIDIA's
 documented error bounds; docs/hopper_model.md gives the figures. Under the Triton interpreter (CPU
-tensors) the approximate instructions are replaced by numpy's exp2 and correctly rounded division; the
-rest of the sequence is the same.
+tensors) the exponential is numpy's exp2 and the reciprocal group one correctly rounded 1/(1 + E) per
+element; the rest of the sequence is the same.
 """
 
 from __future__ import annotations
