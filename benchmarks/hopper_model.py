@@ -12,6 +12,7 @@ hopper_model.json and .md into --out, the tables into --docs between its markers
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -295,12 +296,14 @@ def _fma(a: np.ndarray, b: np.ndarray | float, c: np.ndarray | float) -> np.ndar
     return (a.astype(np.float64) * np.float64(b) + c).astype(_F32)
 
 
-def emulate(t: np.ndarray, slope: bool, fast: bool, bias: tuple[int, int] = (0, 0)) -> np.ndarray:
+def emulate(t: np.ndarray, slope: bool, fast: bool, bias: tuple[int, int] = (0, 0), second: bool = False) -> np.ndarray:
     """σ, or σ' with ``slope``, of float32 arguments ``t`` as ``pc_kernels/kernels/sigmoid.py``'s float32 jit
     functions compute them on sm_90 (t = z·ACCURATE_SCALE, or z·FAST_SCALE with ``fast``): numpy float32 for every
     rounded instruction, and each approximate instruction's result off by ``bias`` times NVIDIA's documented
     maximum error: (ex2.approx 2 ulp or tanh.approx 2^-11 relative, rcp.approx 1 ulp); .ftz results below 2^-126
-    flushed to zero. The reciprocal pairs element i with element −1−i."""
+    flushed to zero. The reciprocal groups four elements in two pairs: element i with element −1−i, and as the other
+    pair the elements a third of the way on in t and in reversed t; element i takes the first place of its pair
+    (ρ1 = q12·y2), or the second with ``second`` (ρ2 = q12·E1 + q12)."""
     from pc_kernels.kernels.sigmoid import STEP_SCALE
 
     t = np.asarray(t, dtype=_F32)
@@ -309,11 +312,17 @@ def emulate(t: np.ndarray, slope: bool, fast: bool, bias: tuple[int, int] = (0, 
             tanh = (np.tanh(t.astype(np.float64)) * (1 + bias[0] * 2.0**-11)).astype(_F32)
             return _fma(-(_F32(0.25) * tanh).astype(_F32), tanh, 0.25) if slope else _fma(tanh, 0.5, 0.5)
         e = _flush(_off(np.exp2(-np.abs(t).astype(np.float64)).astype(_F32), 2 * bias[0]))
-        y = (_F32(1) + e).astype(_F32)
-        q = _flush(_off((1.0 / (y * y[::-1]).astype(_F32).astype(np.float64)).astype(_F32), bias[1]))
-        rho = (q * y[::-1]).astype(_F32)
+        partner, third = e[::-1], len(e) // 3
+        e1, e2 = (partner, e) if second else (e, partner)  # the element's pair; the other pair is (e3, e4)
+        e3, e4 = np.roll(e, third), np.roll(partner, third)
+        y2, y4 = (_F32(1) + e2).astype(_F32), (_F32(1) + e4).astype(_F32)
+        p12, p34 = _fma(e1, y2, y2), _fma(e3, y4, y4)
+        q = _flush(_off((1.0 / (p12 * p34).astype(_F32).astype(np.float64)).astype(_F32), bias[1]))
+        q12 = (q * p34).astype(_F32)
+        rho = _fma(q12, e1, q12) if second else (q12 * y2).astype(_F32)
         if slope:
-            return ((e * rho).astype(_F32) * rho).astype(_F32)
+            x = (e * rho).astype(_F32)
+            return _fma(-x, x, x)
         r = _fma(-e, rho, 1.0)
         h = np.clip((t * _F32(STEP_SCALE.value)).astype(_F32), _F32(0), _F32(1))
         return (np.fmax(e, h) * r).astype(_F32)
@@ -336,8 +345,8 @@ def true_sigmoid(t: np.ndarray, fast: bool) -> tuple[np.ndarray, np.ndarray]:
 def sigmoid_accuracy(stride: int) -> list[dict[str, object]]:
     """Largest error of σ and σ' of each float32 form, by ``emulate``, over ``sweep(stride)`` against
     ``true_sigmoid``: relative where the true value is at least 2^-126, absolute everywhere; the worst over the
-    approximate instructions at ± their documented bounds, and with correctly rounded results (what the Triton
-    interpreter computes)."""
+    approximate instructions at ± their documented bounds and both places of a reciprocal pair, and with correctly
+    rounded results (what the Triton interpreter computes)."""
     t = sweep(stride)
     rows = []
     for form in ("accurate", "fast"):
@@ -345,10 +354,11 @@ def sigmoid_accuracy(stride: int) -> list[dict[str, object]]:
         for function, truth in truths.items():
             normal = truth >= 2.0**-126
             worst, absolute, nan, rounded = np.zeros(t.shape), 0.0, False, 0.0
-            for bias in ((0, 0), (-1, -1), (-1, 1), (1, -1), (1, 1)):
-                got = emulate(t, function == "slope", form == "fast", bias).astype(np.float64)
+            places = (False, True) if form == "accurate" else (False,)  # the fast form has no reciprocal
+            for bias, second in itertools.product(((0, 0), (-1, -1), (-1, 1), (1, -1), (1, 1)), places):
+                got = emulate(t, function == "slope", form == "fast", bias, second).astype(np.float64)
                 relative = np.where(normal, np.abs(got - truth) / np.where(normal, truth, 1), 0.0)
-                rounded = float(relative.max()) if bias == (0, 0) else rounded
+                rounded = max(rounded, float(relative.max())) if bias == (0, 0) else rounded
                 worst, absolute = np.maximum(worst, relative), max(absolute, float(np.abs(got - truth).max()))
                 nan = nan or bool(np.isnan(got).any())
             above = np.abs(t[worst > 1e-6])

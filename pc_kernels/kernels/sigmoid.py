@@ -12,17 +12,38 @@ Accurate form (default), float32 and float64. With E = 2^(−|t|) = e^(−|z|) a
     float32:  r = 1 − E·ρ = σ(|z|)           exactly 1 where E = 0
               σ = max(E, h)·r,                h = clamp(t·2^100, 0, 1): 1 for t >= 2^-100, 0 for t <= 0
     float64:  σ = ρ for t >= 0, E·ρ for t < 0
-    both:     σ' = E·ρ·ρ
+    both:     x = E·ρ = σ(−|z|) <= ½,        σ' = x − x² (one FMA; no cancellation, x² <= x/2)
 
-float32: E is one ``ex2.approx.ftz`` (results below 2^-126 flushed to 0), ρ is taken for two elements of
-a thread at once with one ``rcp.approx.ftz`` (Montgomery's trick: 1/y_a = y_b/(y_a·y_b)), so an
-evaluation costs 1.5 special-function operations instead of 2. The max picks r for t > 0 and E·r for
-t < 0 without a compare (for 0 < t < 2^-100, E rounds to 1 and σ = r = ½). float64: E is libdevice's
-exp of −|t|·ln2 (a polynomial, no special-function operation; the product's rounding moves E by at most
-|z|·2^-53 relative), ρ ``rcp.approx.ftz.f64`` and one cubic Newton step (3 FMAs, no slow path).
+float32: E is one ``ex2.approx.ftz`` (results below 2^-126 flushed to 0). ρ is taken for four elements of a
+thread at once with one ``rcp.approx.ftz`` (Montgomery's trick), so an evaluation costs 1.25 special-function
+operations instead of 2. Two pairs (E1, E2), (E3, E4), each forming one y = 1 + E:
 
-At t = ±inf, E = 0: σ(+inf) = 1 and σ(−inf) = 0 exactly, σ'(±inf) = 0. No t other than NaN gives NaN
-(a NaN t gives NaN, through r or ρ), and σ stays in [0, 1].
+    y2 = 1 + E2,  p12 = E1·y2 + y2 (one FMA, = (1 + E1)·y2),  likewise p34;   q = rcp(p12·p34)
+    q12 = q·p34 = 1/p12,  ρ1 = q12·y2,  ρ2 = q12·E1 + q12 (one FMA, = q12·(1 + E1));  likewise ρ3, ρ4
+
+(12 instructions for four reciprocals, 3 per evaluation; p12·p34 is in [1, 16]). The max picks r for t > 0
+and E·r for t < 0 without a compare (for 0 < t < 2^-100, E rounds to 1 and σ = r = ½). float64: E is
+libdevice's exp of −|t|·ln2 (a polynomial, no special-function operation; the product's rounding moves E by
+at most |z|·2^-53 relative), ρ ``rcp.approx.ftz.f64`` and one cubic Newton step (3 FMAs, no slow path).
+
+Error of the float32 form, to first order, in units of u = 2^-24 (a rounding moves a result by at most u
+relative; NVIDIA's PTX ISA bounds ``ex2.approx`` by 2 ulp and ``rcp.approx`` by 1 ulp from the correctly
+rounded result, so by 2.5 and 1.5 ulp, at most 5u and 3u, from the true value). ρ1: the roundings of p12,
+p12·p34, q12 and ρ1 and the reciprocal's, 7u (y2's rounding cancels: it is in p12 and in ρ1 alike, and so is
+p34's); ρ2 also carries y2's rounding, 8u. With ε_E <= 5u, ε_ρ <= 8u and x = E/(1 + E):
+
+    σ, t > 0:  r = 1 − E·ρ (one rounding):                 E·ε_ρ + E/(1+E)·ε_E + u       <= 11.5u at E = 1
+    σ, t < 0:  E·r:                                         E·ε_ρ + ε_E/(1+E) + 2u        <= 12.5u at E = 1
+    σ':        x = E·ρ, then x − x² (d ln σ'/d ln x = (1 − 2x)/(1 − x) <= 1):
+               (ε_E·(1 − x) + ε_ρ + u)·(1 − 2x)/(1 − x) + u                               <= 15u at E = 0
+
+that is at most 7.5e-7 (σ) and 8.9e-7 (σ') relative, below 1e-6 with every error at its bound in the same
+direction (σ' = E·ρ·ρ would carry ε_ρ twice: 23u, 1.4e-6). ``emulate`` in benchmarks/hopper_model.py
+measures the errors at the documented bounds over a sweep of t.
+
+At t = ±inf, E = 0: σ(+inf) = 1 and σ(−inf) = 0 exactly, σ'(±inf) = 0. A NaN t gives NaN, through r or ρ,
+and so do the other three elements of its reciprocal group (the rank sums holding it are NaN in any case);
+no other t gives NaN, and σ stays in [0, 1], σ' in [0, ¼].
 
 Fast form (``FAST``, float32 on CUDA only): σ = ½ + ½·tanh(t), σ' = ¼·(1 − tanh²(t)) with one
 ``tanh.approx.f32``: absolute error up to 2^-12, no relative accuracy where σ or σ' is small.
@@ -30,8 +51,8 @@ Fast form (``FAST``, float32 on CUDA only): σ = ½ + ½·tanh(t), σ' = ¼·(1 
 ``python -m benchmarks hopper`` (benchmarks/hopper_model.py) counts the compiled instructions and
 measures both float32 forms' error by a numpy emulation of these instruction sequences at NVIDIA's
 documented error bounds; docs/hopper_model.md gives the figures. Under the Triton interpreter (CPU
-tensors) the approximate instructions are replaced by numpy's exp2 and correctly rounded division; the
-rest of the sequence is the same.
+tensors) the exponential is numpy's exp2 and the reciprocal group one correctly rounded 1/(1 + E) per
+element; the rest of the sequence is the same.
 """
 
 from __future__ import annotations
@@ -45,9 +66,14 @@ STEP_SCALE = tl.constexpr(2.0**100)  # h = clamp(t·2^100, 0, 1) is 1 from t = 2
 
 _INTERPRETING = tl.constexpr(triton.knobs.runtime.interpret)
 _LN2 = tl.constexpr(0.6931471805599453)
-# Montgomery's trick on two elements of a thread: one reciprocal of the product, two multiplies.
-_PAIRED_RCP = tl.constexpr(
-    "{ .reg .f32 p, q; mul.f32 p, $2, $3; rcp.approx.ftz.f32 q, p; mul.f32 $0, q, $3; mul.f32 $1, q, $2; }"
+# Montgomery's trick on four elements E1..E4 ($4..$7) of a thread: ρ_i = 1/(1 + E_i) ($0..$3) from one reciprocal
+# of the product. Each pair needs one of its y = 1 + E: p12 = E1·y2 + y2, ρ1 = q12·y2, ρ2 = q12·E1 + q12.
+_GROUPED_RCP = tl.constexpr(
+    "{ .reg .f32 y2, y4, p12, p34, p, q, q12, q34;"
+    " add.f32 y2, $5, 0f3F800000; add.f32 y4, $7, 0f3F800000;"
+    " fma.rn.f32 p12, $4, y2, y2; fma.rn.f32 p34, $6, y4, y4;"
+    " mul.f32 p, p12, p34; rcp.approx.ftz.f32 q, p; mul.f32 q12, q, p34; mul.f32 q34, q, p12;"
+    " mul.f32 $0, q12, y2; fma.rn.f32 $1, q12, $4, q12; mul.f32 $2, q34, y4; fma.rn.f32 $3, q34, $6, q34; }"
 )
 
 
@@ -66,16 +92,19 @@ def _exp2_of_minus_abs(t):
 
 
 @triton.jit
-def _reciprocal(y):
-    """1/y for y in [1, 2]."""
+def _reciprocal_of_one_plus(e):
+    """ρ = 1/(1 + E) for E in [0, 1]."""
     if _INTERPRETING:
-        return 1.0 / y
-    elif y.dtype == tl.float64:  # seed good to about 2^-20, refined by ρ·(1 + ε + ε²)
+        return 1.0 / (1.0 + e)
+    elif e.dtype == tl.float64:  # seed good to about 2^-20, refined by ρ·(1 + ε + ε²)
+        y = 1.0 + e
         rho = tl.inline_asm_elementwise("rcp.approx.ftz.f64 $0, $1;", "=d,d", [y], dtype=y.dtype, is_pure=True, pack=1)
         eps = tl.fma(y * -1.0, rho, 1.0)
         return tl.fma(tl.fma(eps, eps, eps), rho, rho)
     else:
-        return tl.inline_asm_elementwise(_PAIRED_RCP, "=f,=f,f,f", [y], dtype=tl.float32, is_pure=True, pack=2)
+        return tl.inline_asm_elementwise(
+            _GROUPED_RCP, "=f,=f,=f,=f,f,f,f,f", [e], dtype=tl.float32, is_pure=True, pack=4
+        )
 
 
 @triton.jit
@@ -85,9 +114,9 @@ def sigmoid(t, FAST: tl.constexpr):
         return 0.5 + 0.5 * _tanh_approx(t)
     e = _exp2_of_minus_abs(t)
     if t.dtype == tl.float64:
-        rho = _reciprocal(1.0 + e)
+        rho = _reciprocal_of_one_plus(e)
         return tl.where(t >= 0, rho, e * rho)
-    r = tl.fma(e * -1.0, _reciprocal(1.0 + e), 1.0)
+    r = tl.fma(e * -1.0, _reciprocal_of_one_plus(e), 1.0)
     return tl.maximum(e, tl.clamp(t * STEP_SCALE, 0.0, 1.0)) * r
 
 
@@ -97,6 +126,6 @@ def sigmoid_slope(t, FAST: tl.constexpr):
     if FAST:
         tanh = _tanh_approx(t)
         return 0.25 - 0.25 * tanh * tanh
-    e = _exp2_of_minus_abs(t)
-    rho = _reciprocal(1.0 + e)
-    return e * rho * rho
+    x = _exp2_of_minus_abs(t)
+    x = x * _reciprocal_of_one_plus(x)  # σ(−|z|) <= ½
+    return tl.fma(x * -1.0, x, x)
