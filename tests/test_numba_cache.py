@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,30 @@ EDITS = {
     ),
     "pc_kernels/options.py": ("ROW_STD_EPS = 1e-12", "ROW_STD_EPS = 0.125", {"row_scale_backward"}),
 }
+
+
+HELPER = """
+import numba
+EPS = 1e-12
+@numba.njit
+def shift(x):
+    return x + EPS
+"""
+
+
+@pytest.mark.parametrize("call", ["shift(x)", "helper.shift(x)"])
+def test_the_fingerprint_covers_a_constant_of_the_module_of_a_function_the_loop_calls(call: str) -> None:
+    from pc_kernels.stages.numba_cache import fingerprint
+
+    helper = types.ModuleType("helper")
+    exec(HELPER, helper.__dict__)
+    namespace = {"helper": helper} if call.startswith("helper.") else {"shift": helper.shift}
+    exec(f"def loop(x):\n    return {call} * 2.0\n", namespace)
+    before = fingerprint(namespace["loop"])
+    helper.EPS = 0.5
+    assert fingerprint(namespace["loop"]) != before
+    helper.EPS = 1e-12
+    assert fingerprint(namespace["loop"]) == before
 
 
 def run(package: Path, cache: Path) -> dict:

@@ -28,10 +28,11 @@ import numpy as np
 
 
 def fingerprint(function: types.FunctionType) -> str:
-    """sha256 (hex) of what numba compiles for the Python ``function`` (module docstring): its bytecode, names,
-    constants, defaults and closure values and those of every function or numba dispatcher it names
-    (globals of its module), recursively, and the other global values it names: numbers, strings, tuples
-    and arrays by value, a module by its name, any other object by its type."""
+    """sha256 (hex) of what numba compiles for the Python ``function`` (module docstring): its bytecode,
+    names, constants, defaults and closure values and those of every function or numba dispatcher it
+    names (a global of its module, or a module's attribute), recursively, and the other global values it
+    names: numbers, strings, tuples and arrays by value, a module by its name, any other object by its
+    type."""
     digest = hashlib.sha256()
     _add_function(function, digest, set())
     return digest.hexdigest()
@@ -57,9 +58,15 @@ def _add_code(code: types.CodeType, namespace: dict[str, Any], digest: Any, seen
             _add_code(constant, namespace, digest, seen)
         else:
             _add_value(constant, digest, seen)
-    for name in code.co_names:
-        if name in namespace:
-            _add_value(namespace[name], digest, seen)
+    named = [namespace[name] for name in code.co_names if name in namespace]
+    for value in named:
+        _add_value(value, digest, seen)
+    # A dispatcher called as a module's attribute (``module.loop(...)``): co_names does not say whose.
+    for module in (value for value in named if isinstance(value, types.ModuleType)):
+        for name in code.co_names:
+            attribute = getattr(module, name, None)
+            if hasattr(attribute, "py_func"):
+                _add_value(attribute, digest, seen)
 
 
 def _add_value(value: Any, digest: Any, seen: set[int]) -> None:
