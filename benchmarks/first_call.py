@@ -1,4 +1,4 @@
-"""The first call in a fresh process: ``python -m benchmarks.first_call [--n 128] [--threads T]``.
+"""The first call in a fresh process: ``python -m benchmarks.first_call [--n 128] [--threads T] [--repeats R]``.
 
 Runs, each in a new Python process on CPU with one numba cache folder, an import of torch and pc_kernels,
 the construction of a torch optimizer (which imports ``torch._dynamo``, as every ``torch.optim`` optimizer
@@ -10,7 +10,9 @@ does) and a first loss + backward of n samples (default options):
                   (the first call of a ``torch.library`` custom op's kernel does)
 
 Prints, per start, the seconds of each step, how many of the compiled loops numba compiled and how many
-it loaded from its cache, and how much the process's resident memory grew.
+it loaded from its cache, and how much the process's resident memory grew. With ``--repeats R`` the
+three starts run R times, each time with a new cache folder, and each figure is the least of the R (the
+one least slowed by other jobs on a shared machine).
 """
 
 from __future__ import annotations
@@ -79,20 +81,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.first_call", description=__doc__)
     parser.add_argument("--n", type=int, default=128, help="batch size of the first call (default 128)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default 0: torch's default)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of the three starts; the least of each figure")
     arguments = parser.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; n = {arguments.n}")
-    with tempfile.TemporaryDirectory() as cache:
-        for start, optimizer in STARTS:
-            figures = first_call(arguments.n, arguments.threads, optimizer, cache)
-            built = figures["optimizer_s"]
-            print(
-                f"{start}: import {figures['import_s']:.2f} s, "
-                + (f"optimizer {built:.2f} s, " if built is not None else "")
-                + f"first loss+backward {figures['first_call_s']:.2f} s "
-                f"({figures['algorithm']}, {figures['loops']} loops, {figures['threads']} threads; "
-                f"loops compiled {figures['compiled']}, loaded from numba's cache {figures['loaded']}), "
-                f"RSS +{figures['rss_growth_bytes'] / 2**20:.0f} MiB"
-            )
+    runs: dict[str, list[dict]] = {start: [] for start, _ in STARTS}
+    for _ in range(arguments.repeats):
+        with tempfile.TemporaryDirectory() as cache:
+            for start, optimizer in STARTS:
+                runs[start].append(first_call(arguments.n, arguments.threads, optimizer, cache))
+    for start, optimizer in STARTS:
+        least = {key: min(run[key] for run in runs[start]) for key in ("import_s", "first_call_s", "rss_growth_bytes")}
+        figures = runs[start][0]
+        built = min(run["optimizer_s"] for run in runs[start]) if optimizer == "optimizer" else None
+        print(
+            f"{start}: import {least['import_s']:.2f} s, "
+            + (f"optimizer {built:.2f} s, " if built is not None else "")
+            + f"first loss+backward {least['first_call_s']:.2f} s "
+            f"({figures['algorithm']}, {figures['loops']} loops, {figures['threads']} threads; "
+            f"loops compiled {figures['compiled']}, loaded from numba's cache {figures['loaded']}), "
+            f"RSS +{least['rss_growth_bytes'] / 2**20:.0f} MiB"
+        )
 
 
 if __name__ == "__main__":
