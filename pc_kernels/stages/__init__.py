@@ -16,4 +16,5 @@ reference rows. Every stage works on the candidate layout (``layout.py``).
     discrepancy.py       "mse" / "spearman" / "reciprocal_rank_mse", forward and backward
     layout.py            the candidate layout and its conversions
     numba_loops.py       compiled CPU loops for the passes of several stages (numba; torch is the fallback)
+    numba_cache.py       their on-disk cache, keyed by everything they compile from other modules
 """

@@ -29,8 +29,11 @@ thread, is restored after the call. With one torch thread a loop runs its serial
 thread team (which wakes every worker for each loop even when told to use one) never starts. Left at
 numba's default (every core) while torch ran on fewer, the loops' idle workers spun against the caller's
 other threads: a 128-sample training step with torch on 1 thread took 64 ms instead of 12 ms on a busy
-2-core machine. The serial compilation is not cached on disk (numba's cache cannot tell it from the
-parallel one): it compiles on a process's first single-threaded call, in about a second per algorithm.
+2-core machine.
+
+Compilation. Both compilations of every loop are cached on disk by ``numba_cache.py``, whose key covers
+the functions and constants of other modules a loop compiles (numba's own cache tracks this file only):
+the first process compiles a loop on its first call, later ones load it.
 
 Threading layer. GNU OpenMP, numba's default layer when TBB is not installed, is not fork-safe: a process
 forked after numba's OpenMP thread team started aborts on its first parallel loop ("fork() called from a
@@ -52,20 +55,17 @@ import functools
 import math
 import threading
 from collections.abc import Callable
-from typing import TypeVar
 
 import numba
 import numpy as np
 import torch
 
 from .binned_ranks import cubic_basis
+from .numba_cache import enable_cache
 from .row_scale import std_coefficient
 
 EUCLIDEAN, SQEUCLIDEAN, COSINE = 0, 1, 2
 DISSIMILARITY_CODES = {"euclidean": EUCLIDEAN, "sqeuclidean": SQEUCLIDEAN, "cosine": COSINE}
-
-Loop = TypeVar("Loop", bound=Callable[..., None])
-
 
 if numba.config.THREADING_LAYER == "default":  # NUMBA_THREADING_LAYER unset, no layer chosen in code
     numba.config.THREADING_LAYER = "forksafe"
@@ -74,32 +74,34 @@ if numba.config.THREADING_LAYER == "default":  # NUMBA_THREADING_LAYER unset, no
 _parallel_loop = threading.Lock()
 
 
-def _on_torch_threads(loop: Loop) -> Loop:
-    """``loop`` run on torch's intra-op thread count (module docstring), numba's setting restored after;
-    serially while another thread runs a parallel loop."""
-    serial = numba.njit(loop.py_func)  # type: ignore[attr-defined]  # a numba dispatcher
+class _Loop:
+    """A loop compiled twice, in parallel (over ``numba.prange``) and serially, each cached on disk
+    (``numba_cache.py``; compiled on first use), and run on torch's intra-op thread count (module docstring),
+    numba's setting restored after; serially on one thread or while another thread runs a parallel loop."""
 
-    @functools.wraps(loop)
-    def run(*arguments):
+    def __init__(self, loop: Callable[..., None]) -> None:
+        self.parallel, self.serial = numba.njit(parallel=True)(loop), numba.njit(loop)
+        for variant, dispatcher in (("parallel", self.parallel), ("serial", self.serial)):
+            enable_cache(dispatcher, variant)
+        functools.update_wrapper(self, loop)
+
+    def __call__(self, *arguments: object) -> None:
         threads = torch.get_num_threads()
         if threads == 1 or not _parallel_loop.acquire(blocking=False):
-            serial(*arguments)
+            self.serial(*arguments)
             return
         try:
             before = numba.get_num_threads()
             numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
             try:
-                loop(*arguments)
+                self.parallel(*arguments)
             finally:
                 numba.set_num_threads(before)
         finally:
             _parallel_loop.release()
 
-    return run  # type: ignore[return-value]
 
-
-@_on_torch_threads
-@numba.njit(parallel=True, cache=True)
+@_Loop
 def distance_rows(gram, norms, start, kind, snap, out):
     """out[r, j − (j > i)] = D'_ij for i = start + r and every j != i, from Gram rows (c, n) float64;
     for the euclidean kind the squared distances S_ij, whose square root the caller takes."""
@@ -120,8 +122,7 @@ def distance_rows(gram, norms, start, kind, snap, out):
                 out[r, column] = squared
 
 
-@_on_torch_threads
-@numba.njit(parallel=True, cache=True)
+@_Loop
 def distance_weights(d, grad_d, start, kind, weights, slopes):
     """Rows (c, n) of the distance backward's W = g/D (euclidean, 0 where D = 0), 2g (sqeuclidean) or g
     (cosine, divided by the norms afterwards), and for cosine the slopes g·(1 − D); diagonal entries 0;
@@ -145,8 +146,7 @@ def distance_weights(d, grad_d, start, kind, weights, slopes):
                 slopes[r, j] = g * (1.0 - np.float64(d[r, column]))
 
 
-@_on_torch_threads
-@numba.njit(parallel=True, cache=True)
+@_Loop
 def row_statistics(d, statistics):
     """statistics[r] = (mean, population standard deviation, minimum, maximum) of row r of d, in float64;
     the deviations in a second pass over the row (two-pass variance)."""
@@ -170,8 +170,7 @@ def row_statistics(d, statistics):
         statistics[r, 3] = largest
 
 
-@_on_torch_threads
-@numba.njit(parallel=True, cache=True)
+@_Loop
 def row_largest(values, largest):
     """largest[r] = max_j |values[r, j]|, in float64."""
     m, w = values.shape
@@ -182,10 +181,7 @@ def row_largest(values, largest):
         largest[r] = biggest
 
 
-# Numba's on-disk cache tracks the source of this file only, so a loop that compiles a function of another
-# module (the basis, the row scale's coefficient) would keep a stale compilation after that module changed
-# (an editable install after a pull): those loops (deposit, read_ranks, read_gradient, row_scale_backward)
-# are compiled once per process instead of cached.
+# Functions of other modules, compiled into the loops below (their cache keys cover them: numba_cache.py).
 _basis = numba.njit(inline="always")(cubic_basis)
 _std_coefficient = numba.njit(inline="always")(std_coefficient)
 
@@ -216,8 +212,7 @@ def _deposit_point(row, a, v, l0, l2, l3):
     row[a + 2] += t3
 
 
-@_on_torch_threads
-@numba.njit(parallel=True)
+@_Loop
 def deposit(d, low, per_node, offsets, affine, values, scale, fixed):
     """fixed[s, r, a − 1 … a + 2] += round(c·scale·ℓ(f)) per point, the taps of each point summing exactly
     to round(c·scale): set 0 has weights c = 1, set 1 (if any) the weights values[0, r, j]."""
@@ -240,8 +235,7 @@ def _interpolate(values, a, l0, l1, l2, l3):
     return (((0.0 + values[a - 1] * l0) + values[a] * l1) + values[a + 1] * l2) + values[a + 2] * l3
 
 
-@_on_torch_threads
-@numba.njit(parallel=True)
+@_Loop
 def read_ranks(d, low, per_node, offsets, affine, smoothed, fixed, scale, out):
     """out[r, j] = ½ + (Σ_t ℓ_t(f) M[r, a − 1 + t]) / (w − 1), M the smoothed node values plus the exact
     sign part ½ (2 P_a − m_a − P_last) / scale from the int64 prefix sums P of the masses m."""
@@ -264,8 +258,7 @@ def read_ranks(d, low, per_node, offsets, affine, smoothed, fixed, scale, out):
             out[r, j] = _interpolate(values, node[j], l0, l1, l2, l3) / (w - 1) + 0.5
 
 
-@_on_torch_threads
-@numba.njit(parallel=True)
+@_Loop
 def read_gradient(d, low, per_node, offsets, affine, nodes, smoothed, grad_ranks, out):
     """out[r, j] = (G_j A_j − B_j) / (w − 1), A and B read back from the smoothed node values of the weight
     sets ones and G (sets 0 and 1 of ``smoothed``) on a grid of ``nodes`` nodes."""
@@ -280,8 +273,7 @@ def read_gradient(d, low, per_node, offsets, affine, nodes, smoothed, grad_ranks
             out[r, j] = (np.float64(grad_ranks[r, j]) * slope_sum - weighted_sum) / (w - 1)
 
 
-@_on_torch_threads
-@numba.njit(parallel=True)
+@_Loop
 def row_scale_backward(d, grad_y, factor, mean, std, live, out):
     """out[r, j] = c_r g_j + κ_r (d_j − μ_r), κ_r = ``std_coefficient`` on live rows (s_r > 0, c_r not
     clamped) and 0 elsewhere, for g = ∂L/∂y (stages/row_scale.py)."""
