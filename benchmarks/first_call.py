@@ -6,8 +6,8 @@ does) and a first loss + backward of n samples (default options):
 
     cold          the cache folder empty: numba compiles the loops the call runs and caches them
     warm          the folder as the cold start left it, as on every later start
-    warm, bare    the same without an optimizer: the first call then imports ``torch._dynamo`` itself
-                  (the first call of a ``torch.library`` custom op's kernel does)
+    warm, bare    the same without an optimizer, as a script that only evaluates the loss (the loss's
+                  operators do not import ``torch._dynamo``: the bare start does without it)
 
 Prints, per start, the seconds of each step, how many of the compiled loops numba compiled and how many
 it loaded from its cache, and how much the process's resident memory grew. With ``--repeats R`` the

@@ -15,8 +15,8 @@ the plan allows within its memory budget: both sides' ranks (always for the dens
 student's dissimilarities; whatever it does not keep, the backward recomputes block by block. What is
 O(n (p + q)), both sides' prepared features and the student's row statistics, is always kept.
 
-Each entry point is a ``torch.library`` custom op with a fake implementation and a registered autograd
-formula, taking the call's settings (options and plan) as one record (``settings.py``), so
+Each entry point is a ``torch.library`` operator (``_op``) with a fake implementation and a registered
+autograd formula, taking the call's settings (options and plan) as one record (``settings.py``), so
 ``torch.compile(fullgraph=True)`` treats a whole loss (or rank or dissimilarity matrix) as one node, on
 CPU as on CUDA. Their backwards are first-order only: differentiating a gradient again
 raises an error naming double backward and the reference backend, which supports it.
@@ -31,8 +31,7 @@ Numerics (docs/spec.md, "Numerics"), kept here once for every path:
 from __future__ import annotations
 
 import functools
-import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -66,6 +65,41 @@ def _stage(name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
 
 _prepare = _stage("prepare")(distances.prepare)
 _hard_ranks = _stage("hard_ranks")(hard_ranks)
+
+
+class _Op:
+    """The operator ``pc_kernels::<name>`` of ``schema``, with ``kernel`` as its implementation on every device;
+    calling it dispatches to the operator.
+
+    Defined with ``torch.library.define`` and ``torch.library.impl`` rather than ``torch.library.custom_op``,
+    which wraps every kernel in ``torch._disable_dynamo``: that wrapper imports ``torch._dynamo`` (about a
+    second) on the first eager call. Under ``torch.compile`` the operator is one node of the graph either way:
+    dynamo does not trace into a kernel, it calls the fake implementation.
+    """
+
+    def __init__(self, name: str, schema: str, kernel: Callable[..., Any]) -> None:
+        self.qualname = f"pc_kernels::{name}"
+        torch.library.define(self.qualname, schema, lib=_LIBRARY)
+        torch.library.impl(self.qualname, "CompositeExplicitAutograd", kernel, lib=_LIBRARY)
+        self._overload = getattr(torch.ops.pc_kernels, name).default
+
+    def __call__(self, *args: Any) -> Any:
+        return self._overload(*args)
+
+    def register_fake(self, fake: Callable[..., Any]) -> Callable[..., Any]:
+        torch.library.register_fake(self.qualname, fake, lib=_LIBRARY)
+        return fake
+
+    def register_autograd(self, backward: Callable[..., Any], *, setup_context: Callable[..., Any]) -> None:
+        torch.library.register_autograd(self.qualname, backward, setup_context=setup_context, lib=_LIBRARY)
+
+
+_LIBRARY = torch.library.Library("pc_kernels", "FRAGMENT")
+
+
+def _op(name: str, schema: str) -> Callable[[Callable[..., Any]], _Op]:
+    """Decorator: the function as the kernel of the operator ``pc_kernels::<name>`` of ``schema`` (``_Op``)."""
+    return lambda kernel: _Op(name, schema, kernel)
 
 
 class _Path:
@@ -194,16 +228,17 @@ def _path_name(plan: ExecutionPlan) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- loss
+# Every op takes the call's settings as (settings, sizes) = Settings.pack() (settings.py); ``sizes`` is a SymInt
+# list so that a dynamic n stays symbolic under torch.compile.
 
 
-# ---------------------------------------------------------------------------------------------- loss
-# Every op takes the call's settings as (settings, sizes) = Settings.pack() (settings.py); ``typing.Sequence``
-# because torch 2.4's schema inference knows no ``collections.abc`` generics.
-
-
-@torch.library.custom_op("pc_kernels::coherence_loss", mutates_args=())
+@_op(
+    "coherence_loss",
+    "(Tensor student, Tensor teacher, str settings, SymInt[] sizes) "
+    "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+)
 def coherence_loss(
-    student: Tensor, teacher: Tensor, settings: str, sizes: typing.Sequence[int]
+    student: Tensor, teacher: Tensor, settings: str, sizes: Sequence[int]
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Per-reference losses ℓ (end − start,) of student (n, p) and teacher (n, q) features for the plan's
     rows [start, end), then what the backward reuses: both sides' ranks if ``plan.keep_ranks`` and the
@@ -238,7 +273,7 @@ def coherence_loss(
 
 
 @coherence_loss.register_fake
-def _(student: Tensor, teacher: Tensor, settings: str, sizes: typing.Sequence[int]) -> tuple[Tensor, ...]:
+def _(student: Tensor, teacher: Tensor, settings: str, sizes: Sequence[int]) -> tuple[Tensor, ...]:
     plan = Settings.unpack(settings, sizes).plan
     (n, p), q = student.shape, teacher.shape[1]
     m, w = plan.rows[1] - plan.rows[0], n - 1
@@ -249,7 +284,12 @@ def _(student: Tensor, teacher: Tensor, settings: str, sizes: typing.Sequence[in
     return student.new_empty(m), ranks, torch.empty_like(ranks), dissimilarity_rows, statistics, *prepared
 
 
-@torch.library.custom_op("pc_kernels::coherence_loss_backward", mutates_args=())
+@_op(
+    "coherence_loss_backward",
+    "(Tensor grad_losses, Tensor student, Tensor teacher, Tensor ranks_s, Tensor ranks_t, Tensor dissimilarities_s, "
+    "Tensor statistics_s, Tensor prepared_s, Tensor prepared_t, str settings, SymInt[] sizes, bool student_grad, "
+    "bool teacher_grad) -> (Tensor, Tensor)",
+)
 def coherence_loss_backward(
     grad_losses: Tensor,
     student: Tensor,
@@ -261,7 +301,7 @@ def coherence_loss_backward(
     prepared_s: Tensor,
     prepared_t: Tensor,
     settings: str,
-    sizes: typing.Sequence[int],
+    sizes: Sequence[int],
     student_grad: bool,
     teacher_grad: bool,
 ) -> tuple[Tensor, Tensor]:
@@ -346,8 +386,8 @@ def row_losses(student: Tensor, teacher: Tensor, options: LossOptions, plan: Exe
 # ---------------------------------------------------------------------------------------- rank matrix
 
 
-@torch.library.custom_op("pc_kernels::rank_matrix", mutates_args=())
-def _rank_matrix(x: Tensor, settings: str, sizes: typing.Sequence[int], hard: bool) -> Tensor:
+@_op("rank_matrix", "(Tensor x, str settings, SymInt[] sizes, bool hard) -> Tensor")
+def _rank_matrix(x: Tensor, settings: str, sizes: Sequence[int], hard: bool) -> Tensor:
     """(n, n) ranks of features x (n, d), zero on the diagonal."""
     call = Settings.unpack(settings, sizes)
     path = _Path(call)
@@ -365,8 +405,8 @@ def _(x: Tensor, *arguments: Any) -> Tensor:
     return x.new_empty((x.shape[0], x.shape[0]))
 
 
-@torch.library.custom_op("pc_kernels::rank_matrix_backward", mutates_args=())
-def _rank_matrix_backward(grad: Tensor, x: Tensor, settings: str, sizes: typing.Sequence[int]) -> Tensor:
+@_op("rank_matrix_backward", "(Tensor grad, Tensor x, str settings, SymInt[] sizes) -> Tensor")
+def _rank_matrix_backward(grad: Tensor, x: Tensor, settings: str, sizes: Sequence[int]) -> Tensor:
     """∂L/∂x (n, d) for ∂L/∂R = grad (n, n) of the soft ranks."""
     call = Settings.unpack(settings, sizes)
     path = _Path(call)
@@ -411,8 +451,8 @@ def rank_matrix(x: Tensor, options: LossOptions, plan: ExecutionPlan, hard: bool
 # ------------------------------------------------------------------------------- dissimilarity matrix
 
 
-@torch.library.custom_op("pc_kernels::dissimilarity_matrix", mutates_args=())
-def _dissimilarity_matrix(x: Tensor, settings: str, sizes: typing.Sequence[int]) -> Tensor:
+@_op("dissimilarity_matrix", "(Tensor x, str settings, SymInt[] sizes) -> Tensor")
+def _dissimilarity_matrix(x: Tensor, settings: str, sizes: Sequence[int]) -> Tensor:
     """(n, n) dissimilarities δ(x_i, x_j) of features x (n, d), zero on the diagonal; NaN in the rows and
     columns of samples with a non-finite feature."""
     call = Settings.unpack(settings, sizes)
@@ -432,8 +472,8 @@ def _(x: Tensor, *arguments: Any) -> Tensor:
     return x.new_empty((x.shape[0], x.shape[0]))
 
 
-@torch.library.custom_op("pc_kernels::dissimilarity_matrix_backward", mutates_args=())
-def _dissimilarity_matrix_backward(grad: Tensor, x: Tensor, settings: str, sizes: typing.Sequence[int]) -> Tensor:
+@_op("dissimilarity_matrix_backward", "(Tensor grad, Tensor x, str settings, SymInt[] sizes) -> Tensor")
+def _dissimilarity_matrix_backward(grad: Tensor, x: Tensor, settings: str, sizes: Sequence[int]) -> Tensor:
     """∂L/∂x (n, d) for ∂L/∂D = grad (n, n)."""
     call = Settings.unpack(settings, sizes)
     path = _Path(call)

@@ -1,12 +1,16 @@
 """Clause 4 of the numerics contract: torch.compile(fullgraph=True) of a training step on every path.
 
-Each fast path is one ``torch.library`` custom op (pc_kernels/pipeline.py), so Dynamo traces the loss as
+Each fast path is one ``torch.library`` operator (pc_kernels/pipeline.py), so Dynamo traces the loss as
 a single node whatever n is: no Python loop over row blocks or tiles is unrolled into the graph (what
 made compiling the old torch backend take minutes). Compile time and the compiled step's speed against
 eager are measured by the benchmark report (benchmarks, provider ``torch_compiled_step``), not here.
 """
 
 from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -81,3 +85,20 @@ def test_compiled_rank_and_distance_matrices_match_eager(path):
     (grad,) = torch.autograd.grad(compiled(x), x)
     (eager_grad,) = torch.autograd.grad(matrices(x), x)
     torch.testing.assert_close(grad, eager_grad, rtol=1e-10, atol=1e-13)
+
+
+def test_an_eager_loss_and_backward_do_not_import_torch_dynamo():
+    """The operators are defined without ``torch.library.custom_op``'s dynamo wrapper, whose first call
+    imports torch._dynamo (about a second): an eager first call (all three operators) pays only for itself."""
+    program = (
+        "import sys, torch, pc_kernels\n"
+        "x = torch.randn(9, 3, requires_grad=True)\n"
+        "pc_kernels.perception_coherence_loss(x, torch.randn(9, 2)).backward()\n"
+        "pc_kernels.soft_ranks(x).sum().backward()\n"
+        "pc_kernels.pairwise_dissimilarity(x).sum().backward()\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", program], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
