@@ -83,7 +83,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default 0: torch's default)")
     parser.add_argument("--repeats", type=int, default=1, help="runs of the three starts; the least of each figure")
     arguments = parser.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; n = {arguments.n}")
+    policy = os.environ.get("OMP_WAIT_POLICY", "unset")
+    machine = platform.processor() or platform.machine()
+    print(f"machine: {machine}, {os.cpu_count()} CPUs; n = {arguments.n}; OMP_WAIT_POLICY {policy}")
     runs: dict[str, list[dict]] = {start: [] for start, _ in STARTS}
     for _ in range(arguments.repeats):
         with tempfile.TemporaryDirectory() as cache:
