@@ -41,6 +41,25 @@ that is at most 7.5e-7 (σ) and 8.9e-7 (σ') relative, below 1e-6 with every err
 direction (σ' = E·ρ·ρ would carry ε_ρ twice: 23u, 1.4e-6). ``emulate`` in benchmarks/hopper_model.py
 measures the errors at the documented bounds over a sweep of t.
 
+Separable form (float32, the rows of ``separable.py``): ``separable_sigmoid`` and ``separable_sigmoid_slope``
+take the float32 factors A = 2^(−s_j), B = 2^(s_k) of the row's exponents s = c'(d − m), so that
+A·B = 2^(−t), t = s_j − s_k, with ρ = 1/(1 + A·B) and x = A·B·ρ = σ(−z):
+
+    σ  = ρ = rcp(y),   y = A·B + 1 (one FMA)                      one FMA, one rcp.approx.ftz
+    σ' = (A·ρ)·(B·ρ)                                              three multiplies
+
+Every factor and product is a normal float32 on such a row (``separable.py``). The argument is not rounded:
+s_j and s_k are float64 (within 2^-46 of c'(d − m)), so t is c'(d_j − d_k) to about 1e-14 and the error is
+the evaluation's own. To first order, in units of u, with ε_A, ε_B <= u (each factor rounded once from float64;
+the emulation also takes both rounded the same way to the next float32, up to 2u), δ_y <= u the FMA's
+rounding, δ_r <= 3u the reciprocal's and u for each product:
+
+    σ:   ε_ρ = −x·(ε_A + ε_B) − δ_y + δ_r                           <= 2u·x + u + 3u = 6u      (8u)
+    σ':  ε_A + ε_B + 2ε_ρ + 3u = (ε_A + ε_B)(1 − 2x) − 2δ_y + 2δ_r + 3u <= 2u + 2u + 6u + 3u = 13u   (15u)
+
+that is 3.6e-7 (σ) and 7.7e-7 (σ'), 4.8e-7 and 8.9e-7 with factors up to 2u off: below 1e-6. ``emulate_separable``
+in benchmarks/hopper_model.py measures it over the sweep of t, each t at random places in a row.
+
 At t = ±inf, E = 0: σ(+inf) = 1 and σ(−inf) = 0 exactly, σ'(±inf) = 0. A NaN t gives NaN, through r or ρ,
 and so do the other three elements of its reciprocal group (the rank sums holding it are NaN in any case);
 no other t gives NaN, and σ stays in [0, 1], σ' in [0, ¼].
@@ -105,6 +124,27 @@ def _reciprocal_of_one_plus(e):
         return tl.inline_asm_elementwise(
             _GROUPED_RCP, "=f,=f,=f,=f,f,f,f,f", [e], dtype=tl.float32, is_pure=True, pack=4
         )
+
+
+@triton.jit
+def _reciprocal(y):
+    """1/y, ``rcp.approx.ftz`` (correctly rounded under the interpreter)."""
+    if _INTERPRETING:
+        return 1.0 / y
+    return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=f,f", [y], dtype=tl.float32, is_pure=True, pack=1)
+
+
+@triton.jit
+def separable_sigmoid(a, b):
+    """σ(z) = 1/(1 + A·B), elementwise, of float32 factors A = 2^(−s_j), B = 2^(s_k), z = (s_j − s_k)/log2(e)."""
+    return _reciprocal(tl.fma(a, b, 1.0))
+
+
+@triton.jit
+def separable_sigmoid_slope(a, b):
+    """σ'(z) = A·B/(1 + A·B)² = (A·ρ)(B·ρ), ρ = 1/(1 + A·B), elementwise, of the factors of ``separable_sigmoid``."""
+    rho = _reciprocal(tl.fma(a, b, 1.0))
+    return (a * rho) * (b * rho)
 
 
 @triton.jit
