@@ -70,6 +70,8 @@ PREDICTIONS = (
 # traffic per element of the (rows, w) block: aminmax reads d (4); d − m to float64 (reads 4, writes 8), ·c'
 # (8 + 8), exp2 (8 + 8), B to float32 (8 + 4), −s in place (8 + 8), exp2 in place (8 + 8), A to float32 (8 + 4).
 SEPARABLE_PASS_BYTES = 4 + 12 + 16 + 16 + 12 + 16 + 16 + 12
+# Temperatures at which the share of separable rows of the workload is reported (0.1: the default, the workload's).
+SEPARABLE_TAUS = (0.1, 0.05, 0.045, 0.04)
 INSTRUCTION = re.compile(r"/\*([0-9a-f]+)\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][\w.]*)([^;]*);")
 LABEL, TARGET = re.compile(r"^\s*([.$\w]+):\s*$"), re.compile(r"`\(([^)]+)\)")
 
@@ -259,6 +261,17 @@ def workload(records: dict[str, dict], dtype: str, form: str, backward: bool) ->
             launches.append({"variant": f"{kernel}/{dtype}/{other}", "launches": count, **rank_launch,
                              "iterations": 0, "skipped": True})  # fmt: skip
     return launches
+
+
+def separable_shares(seed: int = 0) -> dict[str, float]:
+    """Per τ of SEPARABLE_TAUS, the share of the WORKLOAD's rows (sampled: hopper_binned.sample_rows, float32,
+    normalize="row_std") the separable form takes (pc_kernels/kernels/separable.py's separable_rows)."""
+    from pc_kernels.kernels.separable import separable_rows
+
+    d = hopper_binned.sample_rows(WORKLOAD["n"], seed)
+    std = d.std(dim=1, unbiased=False)
+    return {f"{tau:g}": separable_rows(d.float(), (1.0 / (tau * std)).float())[0].double().mean().item()
+            for tau in SEPARABLE_TAUS}  # fmt: skip
 
 
 def launch_clocks(record: dict, launch: dict) -> dict[str, float]:
@@ -473,6 +486,10 @@ def render(result: dict) -> str:
         lines.append(f"| {r['name']} | {r['sfu_ms']:.1f} | {r['issue_ms']:.1f} | {r['torch_pass_ms']:.1f} | "
                      f"{r['predicted_ms']:.1f} | {r['floor_ms']:.1f} | {m['sfu']:.2f} | {m['issue']:.2f} | "
                      f"**{m['bound']:.2f}** |")  # fmt: skip
+    shares = ", ".join(f"{share:.0%} at τ = {tau}" for tau, share in result["separable_rows"].items())
+    lines += ["", f"Rows in the separable form (float32 accurate; {hopper_binned.GRID_SAMPLE_ROWS} sampled rows of the "
+              f"workload, normalize=\"row_std\"): {shares}. The predictions assume all of them (\"wide_rows\": "
+              "none)."]  # fmt: skip
     lines += ["", "| variant | regs | spills (stack B) | shared B | blocks/SM (limit) | loop instr = SF + FP32 + "
               "FP64 + tensor + int + mem + ctrl | evals/iter | instr/eval | SF/eval | SFU × | issue × | other × | "
               "bound × |",
@@ -521,7 +538,8 @@ def model(command: str, stride: int) -> dict[str, object]:
         "nvdisasm": re.search(r"release [\d.]+, V[\d.]+", _run(_tool("nvdisasm"), "--version")).group(0),
         "machine": machine, "workload": WORKLOAD, "predictions": [predict(records, *p) for p in PREDICTIONS],
         "variants": list(records.values()), "sweep_stride": stride, "sweep_limit": SWEEP_LIMIT,
-        "sigmoid_accuracy": sigmoid_accuracy(stride), "binned": hopper_binned.model(records),
+        "sigmoid_accuracy": sigmoid_accuracy(stride), "separable_rows": separable_shares(),
+        "binned": hopper_binned.model(records),
     }  # fmt: skip
 
 
