@@ -46,6 +46,19 @@ def _is_form(separable_ptr, SEPARABLE: tl.constexpr):
     return tl.load(separable_ptr) == (1 if SEPARABLE else 0)
 
 
+@triton.jit
+def _row_tile(d_ptr, factor_ptr, a_ptr, row, w, FAST: tl.constexpr, SEPARABLE: tl.constexpr, BLOCK_J: tl.constexpr):
+    """The program's row offset, candidates j and which of them are real, the row's scaled factor, and what
+    the form pairs with every k: A_j (separable) or d_j."""
+    base = row * w
+    j = tl.program_id(1) * BLOCK_J + tl.arange(0, BLOCK_J)
+    j_in = j < w
+    c = _scaled_factor(factor_ptr + row, FAST)
+    if SEPARABLE:
+        return base, j, j_in, c, tl.load(a_ptr + base + j, mask=j_in, other=1.0)
+    return base, j, j_in, c, tl.load(d_ptr + base + j, mask=j_in, other=0.0)
+
+
 # R_rj = (Σ_{k < w} σ(c_r (d_rj − d_rk)) − ½) / (w − 1)
 @triton.jit
 def _soft_rank_fwd_kernel(
@@ -57,27 +70,22 @@ def _soft_rank_fwd_kernel(
     ranks_ptr,  # (m, w) output soft ranks R
     w,  # candidates per row, n − 1 >= 2
     FAST: tl.constexpr,  # tanh.approx sigmoid (float32 on CUDA only)
-    SEPARABLE: tl.constexpr,  # the separable form, on the rows with a finite centre (float32, accurate)
+    SEPARABLE: tl.constexpr,  # the separable form, on the rows flagged 1 (float32, accurate sigmoid)
     BLOCK_J: tl.constexpr,  # candidates j per program
     BLOCK_K: tl.constexpr,  # candidates k per loop step
 ):
     row = tl.program_id(0).to(tl.int64)
     if _is_form(separable_ptr + row, SEPARABLE):
-        base = row * w
-        j = tl.program_id(1) * BLOCK_J + tl.arange(0, BLOCK_J)
-        j_in = j < w
-        c = _scaled_factor(factor_ptr + row, FAST)
-        d_j = tl.load(d_ptr + base + j, mask=j_in, other=0.0)
-        a_j = tl.load(a_ptr + base + j, mask=j_in, other=1.0)
+        base, j, j_in, c, x_j = _row_tile(d_ptr, factor_ptr, a_ptr, row, w, FAST, SEPARABLE, BLOCK_J)
         acc = tl.zeros([BLOCK_J, BLOCK_K], dtype=d_ptr.dtype.element_ty)
         for k0 in range(0, w, BLOCK_K):
             k = k0 + tl.arange(0, BLOCK_K)
-            if SEPARABLE:
+            if SEPARABLE:  # x_j = A_j, B_k
                 b_k = tl.load(b_ptr + base + k, mask=k < w, other=float("inf"))
-                acc += separable_sigmoid(a_j[:, None], b_k[None, :])
-            else:
+                acc += separable_sigmoid(x_j[:, None], b_k[None, :])
+            else:  # x_j = d_j
                 d_k = tl.load(d_ptr + base + k, mask=k < w, other=float("inf"))
-                acc += sigmoid(c * (d_j[:, None] - d_k[None, :]), FAST)
+                acc += sigmoid(c * (x_j[:, None] - d_k[None, :]), FAST)
         ranks = (tl.sum(acc, axis=1) - 0.5) / (w - 1)
         tl.store(ranks_ptr + base + j, ranks, mask=j_in)
 
@@ -95,30 +103,25 @@ def _soft_rank_bwd_kernel(
     out_ptr,  # (m, w) output ∂L/∂y
     w,  # candidates per row, n − 1 >= 2
     FAST: tl.constexpr,  # tanh.approx sigmoid (float32 on CUDA only)
-    SEPARABLE: tl.constexpr,  # the separable form, on the rows with a finite centre (float32, accurate)
+    SEPARABLE: tl.constexpr,  # the separable form, on the rows flagged 1 (float32, accurate sigmoid)
     BLOCK_J: tl.constexpr,  # candidates j per program
     BLOCK_K: tl.constexpr,  # candidates k per loop step
 ):
     row = tl.program_id(0).to(tl.int64)
     if _is_form(separable_ptr + row, SEPARABLE):
-        base = row * w
-        j = tl.program_id(1) * BLOCK_J + tl.arange(0, BLOCK_J)
-        j_in = j < w
-        c = _scaled_factor(factor_ptr + row, FAST)
-        d_j = tl.load(d_ptr + base + j, mask=j_in, other=0.0)
-        a_j = tl.load(a_ptr + base + j, mask=j_in, other=1.0)
+        base, j, j_in, c, x_j = _row_tile(d_ptr, factor_ptr, a_ptr, row, w, FAST, SEPARABLE, BLOCK_J)
         g_j = tl.load(grad_ranks_ptr + base + j, mask=j_in, other=0.0)
         acc = tl.zeros([BLOCK_J, BLOCK_K], dtype=d_ptr.dtype.element_ty)
         for k0 in range(0, w, BLOCK_K):
             k = k0 + tl.arange(0, BLOCK_K)
             k_in = k < w
             g_k = tl.load(grad_ranks_ptr + base + k, mask=k_in, other=0.0)
-            if SEPARABLE:
+            if SEPARABLE:  # x_j = A_j, B_k
                 b_k = tl.load(b_ptr + base + k, mask=k_in, other=0.0)
-                slope = separable_sigmoid_slope(a_j[:, None], b_k[None, :])
-            else:
+                slope = separable_sigmoid_slope(x_j[:, None], b_k[None, :])
+            else:  # x_j = d_j
                 d_k = tl.load(d_ptr + base + k, mask=k_in, other=float("inf"))
-                slope = sigmoid_slope(c * (d_j[:, None] - d_k[None, :]), FAST)
+                slope = sigmoid_slope(c * (x_j[:, None] - d_k[None, :]), FAST)
             acc += slope * (g_j[:, None] - g_k[None, :])
         tl.store(out_ptr + base + j, tl.sum(acc, axis=1) / (w - 1), mask=j_in)
 
