@@ -5,8 +5,9 @@
 Compiles every variant of ``pc_kernels.kernels.variants`` for sm_90 (no GPU needed), disassembles it with the tools
 in Triton's wheel, counts the main loop's instructions by class and by pipe, and bounds fwd+bwd at n = 4096,
 p = q = 256 from below as a multiple of docs/spec.md's floor; measures the sigmoid's error by a numpy emulation of its
-float32 instructions (``emulate``). docs/hopper_model.md states the model, its assumptions and limits. Writes
-hopper_model.json and .md into --out, the tables into --docs between its markers. Runs with TRITON_INTERPRET unset.
+float32 instructions (``emulate``; the separable form's: ``emulate_separable``). docs/hopper_model.md states the model,
+its assumptions and limits. Writes hopper_model.json and .md into --out, the tables into --docs between its markers.
+Runs with TRITON_INTERPRET unset.
 """
 
 from __future__ import annotations

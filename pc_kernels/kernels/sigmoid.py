@@ -1,6 +1,6 @@
 """The logistic sigmoid σ(z) = 1 / (1 + e^(−z)) and its slope σ'(z) = σ(z) σ(−z), for the rank kernels.
 
-Both jit functions take their argument already scaled, t = z·SCALE, with the SCALE of the form they
+``sigmoid`` and ``sigmoid_slope`` take their argument already scaled, t = z·SCALE, with the SCALE of the form they
 evaluate: ``ACCURATE_SCALE`` = log2(e) or ``FAST_SCALE`` = ½. The rank kernels fold it into their per-row
 factor once per program, t = (c·SCALE)·(d_j − d_k), so no evaluation spends an instruction on it, and the
 sigmoid is exact for the t it is given up to its own instructions' error: t is the argument, rounded once,
@@ -41,6 +41,13 @@ that is at most 7.5e-7 (σ) and 8.9e-7 (σ') relative, below 1e-6 with every err
 direction (σ' = E·ρ·ρ would carry ε_ρ twice: 23u, 1.4e-6). ``emulate`` in benchmarks/hopper_model.py
 measures the errors at the documented bounds over a sweep of t.
 
+At t = ±inf, E = 0: σ(+inf) = 1 and σ(−inf) = 0 exactly, σ'(±inf) = 0. A NaN t gives NaN, through r or ρ,
+and so do the other three elements of its reciprocal group (the rank sums holding it are NaN in any case);
+no other t gives NaN, and σ stays in [0, 1], σ' in [0, ¼].
+
+Fast form (``FAST``, float32 on CUDA only): σ = ½ + ½·tanh(t), σ' = ¼·(1 − tanh²(t)) with one
+``tanh.approx.f32``: absolute error up to 2^-12, no relative accuracy where σ or σ' is small.
+
 Separable form (float32, the rows of ``separable.py``): ``separable_sigmoid`` and ``separable_sigmoid_slope``
 take the float32 factors A = 2^(−s_j), B = 2^(s_k) of the row's exponents s = c'(d − m), so that
 A·B = 2^(−t), t = s_j − s_k, with ρ = 1/(1 + A·B) and x = A·B·ρ = σ(−z):
@@ -48,7 +55,8 @@ A·B = 2^(−t), t = s_j − s_k, with ρ = 1/(1 + A·B) and x = A·B·ρ = σ(�
     σ  = ρ = rcp(y),   y = A·B + 1 (one FMA)                      one FMA, one rcp.approx.ftz
     σ' = (A·ρ)·(B·ρ)                                              three multiplies
 
-Every factor and product is a normal float32 on such a row (``separable.py``). The argument is not rounded:
+Every factor and product is a normal float32 on such a row, and a row holding a NaN or an infinity never takes
+this form (``separable.py``). The argument is not rounded:
 s_j and s_k are float64 (within 2^-46 of c'(d − m)), so t is c'(d_j − d_k) to about 1e-14 and the error is
 the evaluation's own. To first order, in units of u, with ε_A, ε_B <= u (each factor rounded once from float64;
 the emulation also takes both rounded the same way to the next float32, up to 2u), δ_y <= u the FMA's
@@ -60,18 +68,11 @@ rounding, δ_r <= 3u the reciprocal's and u for each product:
 that is 3.6e-7 (σ) and 7.7e-7 (σ'), 4.8e-7 and 8.9e-7 with factors up to 2u off: below 1e-6. ``emulate_separable``
 in benchmarks/hopper_model.py measures it over the sweep of t, each t at random places in a row.
 
-At t = ±inf, E = 0: σ(+inf) = 1 and σ(−inf) = 0 exactly, σ'(±inf) = 0. A NaN t gives NaN, through r or ρ,
-and so do the other three elements of its reciprocal group (the rank sums holding it are NaN in any case);
-no other t gives NaN, and σ stays in [0, 1], σ' in [0, ¼].
-
-Fast form (``FAST``, float32 on CUDA only): σ = ½ + ½·tanh(t), σ' = ¼·(1 − tanh²(t)) with one
-``tanh.approx.f32``: absolute error up to 2^-12, no relative accuracy where σ or σ' is small.
-
 ``python -m benchmarks hopper`` (benchmarks/hopper_model.py) counts the compiled instructions and
-measures both float32 forms' error by a numpy emulation of these instruction sequences at NVIDIA's
+measures each float32 form's error by a numpy emulation of these instruction sequences at NVIDIA's
 documented error bounds; docs/hopper_model.md gives the figures. Under the Triton interpreter (CPU
-tensors) the exponential is numpy's exp2 and the reciprocal group one correctly rounded 1/(1 + E) per
-element; the rest of the sequence is the same.
+tensors) the exponential is numpy's exp2, the reciprocal group one correctly rounded 1/(1 + E) per
+element and the separable form's reciprocal a correctly rounded 1/y; the rest of each sequence is the same.
 """
 
 from __future__ import annotations
