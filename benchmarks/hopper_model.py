@@ -69,8 +69,8 @@ PREDICTIONS = (
 )
 # The torch pass before each float32 accurate rank launch pair (separable.py's separable_rows), bytes of HBM
 # traffic per element of the (rows, w) block: aminmax reads d (4); d − m to float64 (reads 4, writes 8), ·c'
-# (8 + 8), exp2 (8 + 8), B to float32 (8 + 4), −s in place (8 + 8), exp2 in place (8 + 8), A to float32 (8 + 4).
-SEPARABLE_PASS_BYTES = 4 + 12 + 16 + 16 + 12 + 16 + 16 + 12
+# (8 + 8), exp2 (8 + 8), B to float32 (8 + 4), 1/B (8 + 8), A to float32 (8 + 4), each in place where it can be.
+SEPARABLE_PASS_BYTES = 4 + 12 + 16 + 16 + 12 + 16 + 12
 # Temperatures at which the share of separable rows of the workload is reported (0.1: the default, the workload's).
 SEPARABLE_TAUS = (0.1, 0.05, 0.045, 0.04)
 INSTRUCTION = re.compile(r"/\*([0-9a-f]+)\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][\w.]*)([^;]*);")
@@ -222,11 +222,11 @@ def analyse(variant: KernelVariant) -> dict[str, object]:
         "instructions_per_evaluation": len(loop) / evaluations,
     }  # fmt: skip
     record["special_per_evaluation"] = record["loop"]["mix"]["special"] / evaluations
-    # What a program runs when its row belongs to the other form (soft_rank.py): up to its first EXIT.
-    first_exit = next(n for n, i in enumerate(instructions) if i.opcode.split(".")[0] == "EXIT")
-    record["exit_path"] = {"instructions": first_exit + 1, **count(instructions[: first_exit + 1])}
     record["function"] = variant.kernel.__name__  # the name a GPU profile shows
     if "sigmoid" in unit:  # clocks per warp evaluation over the floor's FLOOR_CLOCKS
+        # What a program runs when its row belongs to the other form (soft_rank.py): up to its first EXIT.
+        first_exit = next(n for n, i in enumerate(instructions) if i.opcode.split(".")[0] == "EXIT")
+        record["exit_path"] = {"instructions": first_exit + 1, **count(instructions[: first_exit + 1])}
         multiple = {k: v / evaluations / FLOOR_CLOCKS for k, v in record["loop"]["clocks"].items()}
         other = max((p for p in multiple if p not in ("sfu", "issue")), key=multiple.get)
         record["floor_multiple"] = {"sfu": multiple["sfu"], "issue": multiple["issue"], "other": multiple[other],

@@ -6,8 +6,9 @@ the sigmoid's exponential factors per row: with any centre m,
     2^(−c'(d_j − d_k)) = A_j·B_k,    A_j = 2^(−c'(d_j − m)),    B_k = 2^(c'(d_k − m)),
 
 so the kernels' O(w²) pair loop needs no exponential: σ = 1/(1 + A_j·B_k) is one FMA and one ``rcp.approx``
-(``sigmoid.py``), each factor taken once per row and element, here by torch operations in float64 and rounded
-once to float32 (within ½ ulp plus the float64 exp2's error, about 2^-52 relative). A row takes this form when
+(``sigmoid.py``), each factor taken once per row and element, here by torch operations in float64 (B = 2^s in
+place of the exponents s, then A = 1/B, one float64 block at a time) and rounded once to float32: within ½ ulp
+plus the float64 error, about 2^-51 relative. A row takes this form when
 its spread is within ``SPREAD_LIMIT``, c'·(max − min) <= 248 (a row holding a NaN or an infinity never is), with
 m the midpoint of its smallest and largest value: every factor is then a normal float32 in [2^-124, 2^124], and
 so are A·ρ and B·ρ, ρ = 1/(1 + A·B) (A·ρ >= min(A, 1/B)/2 >= 2^-125). Where A·B leaves float32's normal range
@@ -37,7 +38,6 @@ def separable_rows(d: torch.Tensor, factor: torch.Tensor) -> tuple[torch.Tensor,
     low, high = low.to(torch.float64), high.to(torch.float64)
     scaled = scaled_factor(factor)
     separable = scaled * (high - low) <= SPREAD_LIMIT
-    exponent = torch.sub(d, torch.where(separable, (low + high) / 2, torch.nan)[:, None]).mul_(scaled[:, None])
-    b = torch.exp2(exponent).to(torch.float32)
-    a = exponent.neg_().exp2_().to(torch.float32)
-    return separable.to(torch.int8), a, b
+    power = torch.sub(d, torch.where(separable, (low + high) / 2, torch.nan)[:, None]).mul_(scaled[:, None]).exp2_()
+    b = power.to(torch.float32)
+    return separable.to(torch.int8), power.reciprocal_().to(torch.float32), b
