@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 from . import hopper_model as hm
 
 if TYPE_CHECKING:
+    import torch
+
     from pc_kernels.kernels.variants import KernelVariant
 
 # HBM bandwidth by the vendor's datasheets (/work/.library/device: H100 SXM 80 GB HBM3 3.35 TB/s; H200 141 GB
@@ -83,19 +85,24 @@ def analyse(variant: KernelVariant) -> dict[str, object]:
 def grid_geometry(n: int, seed: int = 0) -> dict[str, int]:
     """Nodes per row and FFT length of the automatic grid for the workload's rows at batch size n, from
     GRID_SAMPLE_ROWS reference rows of Gaussian features (the grid of a block is that of its widest row)."""
-    import torch
-
     from pc_kernels.stages.binned_ranks import Grid
+
+    d = sample_rows(n, seed)
+    grid = Grid(d, 1.0 / (TAU * d.std(dim=1, unbiased=False)), None)
+    return {"nodes": grid.nodes, "length": grid.length}
+
+
+def sample_rows(n: int, seed: int = 0) -> torch.Tensor:
+    """(GRID_SAMPLE_ROWS, n − 1) float64: the euclidean candidate rows of the first reference samples of n Gaussian
+    samples of FEATURES features."""
+    import torch
 
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(n, FEATURES, generator=generator, dtype=torch.float64)
     d = torch.cdist(x[:GRID_SAMPLE_ROWS], x)
     keep = torch.ones_like(d, dtype=torch.bool)
     keep[torch.arange(GRID_SAMPLE_ROWS), torch.arange(GRID_SAMPLE_ROWS)] = False
-    d = d[keep].view(GRID_SAMPLE_ROWS, n - 1)
-    factor = 1.0 / (TAU * d.std(dim=1, unbiased=False))
-    grid = Grid(d, factor, None)
-    return {"nodes": grid.nodes, "length": grid.length}
+    return d[keep].view(GRID_SAMPLE_ROWS, n - 1)
 
 
 def _plan(n: int) -> dict[str, bool]:

@@ -5,8 +5,9 @@
 Compiles every variant of ``pc_kernels.kernels.variants`` for sm_90 (no GPU needed), disassembles it with the tools
 in Triton's wheel, counts the main loop's instructions by class and by pipe, and bounds fwd+bwd at n = 4096,
 p = q = 256 from below as a multiple of docs/spec.md's floor; measures the sigmoid's error by a numpy emulation of its
-float32 instructions (``emulate``). docs/hopper_model.md states the model, its assumptions and limits. Writes
-hopper_model.json and .md into --out, the tables into --docs between its markers. Runs with TRITON_INTERPRET unset.
+float32 instructions (``emulate``; the separable form's: ``emulate_separable``). docs/hopper_model.md states the model,
+its assumptions and limits. Writes hopper_model.json and .md into --out, the tables into --docs between its markers.
+Runs with TRITON_INTERPRET unset.
 """
 
 from __future__ import annotations
@@ -55,13 +56,23 @@ EVALUATIONS = {
     "soft_rank_backward": ("sigmoid slope", ("BLOCK_J", "BLOCK_K")),
     "dissimilarity_forward": ("float64 multiply-add", ("BLOCK_I", "BLOCK_J", "BLOCK_P")),
 }
-PREDICTIONS = (  # name, dtype, sigmoid form, backward
-    ("dense_fwd_bwd_fp32_accurate", "float32", "accurate", True),
+# name, dtype, the rank kernels' form for every row, backward. The accurate float32 sigmoid runs the separable form
+# on the rows within its spread (pc_kernels/kernels/separable.py: every row of WORKLOAD), the per-pair form on wider
+# rows ("wide_rows": every row beyond it).
+PREDICTIONS = (
+    ("dense_fwd_bwd_fp32_accurate", "float32", "separable", True),
+    ("dense_fwd_bwd_fp32_accurate_wide_rows", "float32", "accurate", True),
     ("dense_fwd_bwd_fp32_fast", "float32", "fast", True),
-    ("dense_fwd_fp32_accurate", "float32", "accurate", False),
+    ("dense_fwd_fp32_accurate", "float32", "separable", False),
     ("dense_fwd_fp32_fast", "float32", "fast", False),
     ("dense_fwd_bwd_fp64_accurate", "float64", "accurate", True),
 )
+# The torch pass before each float32 accurate rank launch pair (separable.py's separable_rows), bytes of HBM
+# traffic per element of the (rows, w) block: aminmax reads d (4); d − m to float64 (reads 4, writes 8), ·c'
+# (8 + 8), exp2 (8 + 8), B to float32 (8 + 4), 1/B (8 + 8), A to float32 (8 + 4), each in place where it can be.
+SEPARABLE_PASS_BYTES = 4 + 12 + 16 + 16 + 12 + 16 + 12
+# Temperatures at which the share of separable rows of the workload is reported (0.1: the default, the workload's).
+SEPARABLE_TAUS = (0.1, 0.05, 0.045, 0.04)
 INSTRUCTION = re.compile(r"/\*([0-9a-f]+)\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z][\w.]*)([^;]*);")
 LABEL, TARGET = re.compile(r"^\s*([.$\w]+):\s*$"), re.compile(r"`\(([^)]+)\)")
 
@@ -213,6 +224,9 @@ def analyse(variant: KernelVariant) -> dict[str, object]:
     record["special_per_evaluation"] = record["loop"]["mix"]["special"] / evaluations
     record["function"] = variant.kernel.__name__  # the name a GPU profile shows
     if "sigmoid" in unit:  # clocks per warp evaluation over the floor's FLOOR_CLOCKS
+        # What a program runs when its row belongs to the other form (soft_rank.py): up to its first EXIT.
+        first_exit = next(n for n, i in enumerate(instructions) if i.opcode.split(".")[0] == "EXIT")
+        record["exit_path"] = {"instructions": first_exit + 1, **count(instructions[: first_exit + 1])}
         multiple = {k: v / evaluations / FLOOR_CLOCKS for k, v in record["loop"]["clocks"].items()}
         other = max((p for p in multiple if p not in ("sfu", "issue")), key=multiple.get)
         record["floor_multiple"] = {"sfu": multiple["sfu"], "issue": multiple["issue"], "other": multiple[other],
@@ -221,9 +235,11 @@ def analyse(variant: KernelVariant) -> dict[str, object]:
 
 
 def workload(records: dict[str, dict], dtype: str, form: str, backward: bool) -> list[dict[str, object]]:
-    """Triton launches of one loss call on WORKLOAD with soft teacher ranks: the euclidean distances of each side,
-    the soft ranks of each side and, with ``backward``, the student's rank gradient; programs per launch and main
-    loop iterations per program."""
+    """Launches of one loss call on WORKLOAD with soft teacher ranks: the euclidean distances of each side, the soft
+    ranks of each side and, with ``backward``, the student's rank gradient, every row in the rank kernels' ``form``;
+    programs per launch and main loop iterations per program. The accurate float32 sigmoid launches both rank forms
+    after a torch pass (``bytes``), the one whose rows these are not (``skipped``) ending each program at its
+    first EXIT."""
     n, distance = WORKLOAD["n"], records[f"dissimilarity_forward/{dtype}/euclidean"]["constexprs"]
     rank = records[f"soft_rank_forward/{dtype}/{form}"]["constexprs"]
     rank_launch = {
@@ -233,26 +249,53 @@ def workload(records: dict[str, dict], dtype: str, form: str, backward: bool) ->
     launches = [{"variant": f"dissimilarity_forward/{dtype}/euclidean", "launches": 1,
                  "programs": math.ceil(n / distance["BLOCK_I"]) * math.ceil(n / distance["BLOCK_J"]),
                  "iterations": math.ceil(WORKLOAD[side] / distance["BLOCK_P"])} for side in ("p", "q")]  # fmt: skip
-    launches.append({"variant": f"soft_rank_forward/{dtype}/{form}", "launches": 2, **rank_launch})
-    if backward:
-        launches.append({"variant": f"soft_rank_backward/{dtype}/{form}", "launches": 1, **rank_launch})
+    both = dtype == "float32" and form != "fast"
+    kernels = ("soft_rank_forward", "soft_rank_backward") if backward else ("soft_rank_forward",)
+    for kernel in kernels:
+        count = 2 if kernel == "soft_rank_forward" else 1
+        if both:
+            launches.append({"variant": "torch: separable factors", "launches": count,
+                             "bytes": n * (n - 1) * SEPARABLE_PASS_BYTES})  # fmt: skip
+        launches.append({"variant": f"{kernel}/{dtype}/{form}", "launches": count, **rank_launch})
+        if both:
+            other = "accurate" if form == "separable" else "separable"
+            launches.append({"variant": f"{kernel}/{dtype}/{other}", "launches": count, **rank_launch,
+                             "iterations": 0, "skipped": True})  # fmt: skip
     return launches
+
+
+def separable_shares(seed: int = 0) -> dict[str, float]:
+    """Per τ of SEPARABLE_TAUS, the share of the WORKLOAD's rows (sampled: hopper_binned.sample_rows, float32,
+    normalize="row_std") the separable form takes (pc_kernels/kernels/separable.py's separable_rows)."""
+    from pc_kernels.kernels.separable import separable_rows
+
+    d = hopper_binned.sample_rows(WORKLOAD["n"], seed)
+    std = d.std(dim=1, unbiased=False)
+    return {f"{tau:g}": separable_rows(d.float(), (1.0 / (tau * std)).float())[0].double().mean().item()
+            for tau in SEPARABLE_TAUS}  # fmt: skip
 
 
 def launch_clocks(record: dict, launch: dict) -> dict[str, float]:
     """Clocks of each pipe and of issue in one sub-partition over the launches: a wave runs SMS × resident blocks
-    programs, whose warps share each SM's sub-partitions; the main loop runs ``iterations`` times, the rest once."""
+    programs, whose warps share each SM's sub-partitions; the main loop runs ``iterations`` times, the rest once
+    (a skipped program: its exit path)."""
     resident = record["occupancy"]["blocks_per_sm"]
     waves = math.ceil(launch["programs"] / (SMS * resident))
     warps = math.ceil(resident * record["options"]["num_warps"] / SUB_PARTITIONS)
-    loop, rest = record["loop"]["clocks"], record["outside_loop"]["clocks"]
+    loop = record["loop"]["clocks"]
+    rest = record["exit_path" if launch.get("skipped") else "outside_loop"]["clocks"]
     return {k: launch["launches"] * waves * warps * (loop[k] * launch["iterations"] + rest[k]) for k in loop}
 
 
 def predict(records: dict[str, dict], name: str, dtype: str, form: str, backward: bool) -> dict[str, object]:
-    """Lower bound of one workload's time: per launch the busiest pipe or issue, summed over launches."""
+    """Lower bound of one workload's time: per launch the busiest pipe or issue, summed over launches; a torch pass
+    its HBM bytes over the H100's bandwidth (the lower of the two chips')."""
     launches = workload(records, dtype, form, backward)
     for launch in launches:
+        if "bytes" in launch:
+            hbm_ms = 1e3 * launch["launches"] * launch["bytes"] / hopper_binned.BANDWIDTH["H100"]
+            launch.update(limiter="hbm", sfu_ms=0.0, issue_ms=0.0, bound_ms=hbm_ms)
+            continue
         clocks = launch_clocks(records[launch["variant"]], launch)
         launch["limiter"] = max(clocks, key=clocks.get)
         for key, pipe in (("sfu", "sfu"), ("issue", "issue"), ("bound", launch["limiter"])):
@@ -264,11 +307,13 @@ def predict(records: dict[str, dict], name: str, dtype: str, form: str, backward
     # Per Triton function (the name a GPU profile shows), so a measured run can check each kernel.
     kernels: dict[str, float] = {}
     for launch in launches:
-        function = records[launch["variant"]]["function"]
-        kernels[function] = kernels.get(function, 0.0) + launch["bound_ms"]
+        if launch["variant"] in records:
+            function = records[launch["variant"]]["function"]
+            kernels[function] = kernels.get(function, 0.0) + launch["bound_ms"]
+    passes = sum(launch["bound_ms"] for launch in launches if "bytes" in launch)
     return {"name": name, **WORKLOAD, "predicted_ms": total["bound"], "sfu_ms": total["sfu"],
-            "issue_ms": total["issue"], "floor_ms": floor_ms, "floor_evaluations": evaluations,
-            "multiple": {k: v / floor_ms for k, v in total.items()}, "kernels": kernels,
+            "issue_ms": total["issue"], "torch_pass_ms": passes, "floor_ms": floor_ms, "floor_evaluations":
+            evaluations, "multiple": {k: v / floor_ms for k, v in total.items()}, "kernels": kernels,
             "launches": launches}  # fmt: skip
 
 
@@ -277,6 +322,8 @@ _TINY = _F32(2.0**-126)
 # The accuracy sweep: every stride-th float32 t up to this magnitude, both signs, and ±inf. Beyond it neither form's
 # result changes (accurate: E = 2^-|t| flushes to 0 below 2^-126; fast: tanh(t) is ±1 in float64 from |t| ≈ 19).
 SWEEP_LIMIT = 128.0
+# Random places in a row at which the separable form's error is measured, per argument t.
+SEPARABLE_DRAWS = 2
 
 
 def _flush(x: np.ndarray) -> np.ndarray:
@@ -328,6 +375,37 @@ def emulate(t: np.ndarray, slope: bool, fast: bool, bias: tuple[int, int] = (0, 
         return (np.fmax(e, h) * r).astype(_F32)
 
 
+def separable_exponents(t: np.ndarray, draw: int) -> tuple[np.ndarray, np.ndarray]:
+    """float64 exponents (s_j, s_k), s_j − s_k = t, of the factors A = 2^(−s_j) and B = 2^(s_k) of a separable row
+    (pc_kernels/kernels/separable.py) at finite float32 arguments t: s_j = t/2 + u·(S − |t|/2), S = SPREAD_LIMIT/2,
+    u uniform in [−1, 1] from a generator seeded with ``draw``, so that |s_j|, |s_k| <= S anywhere in the row."""
+    from pc_kernels.kernels.separable import SPREAD_LIMIT
+
+    t = np.asarray(t, dtype=np.float64)
+    offset = np.random.default_rng(draw).uniform(-1.0, 1.0, t.shape)
+    s_j = t / 2 + offset * (SPREAD_LIMIT / 2 - np.abs(t) / 2)
+    return s_j, s_j - t
+
+
+def _rounded(x: np.ndarray, direction: int) -> np.ndarray:
+    """float64 x rounded to float32: to nearest (0), else toward +inf (1) or −inf (−1)."""
+    r = x.astype(_F32)
+    if direction > 0:
+        return np.where(r < x, np.nextafter(r, _F32(np.inf)), r).astype(_F32)
+    return np.where(r > x, np.nextafter(r, _F32(-np.inf)), r).astype(_F32) if direction < 0 else r
+
+
+def emulate_separable(s_j: np.ndarray, s_k: np.ndarray, slope: bool, bias: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """σ, or σ' with ``slope``, of the separable form (``separable_sigmoid`` of pc_kernels/kernels/sigmoid.py) as
+    sm_90 computes it from the factors A = 2^(−s_j) and B = 2^(s_k) of float64 exponents: both factors rounded to
+    float32 to nearest (bias[0] = 0) or both in the direction bias[0] (an error up to 1 ulp where the float64 pass
+    rounds within ½ ulp), rcp.approx off by bias[1] times its documented 1 ulp, .ftz results flushed."""
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        a, b = _rounded(np.exp2(-s_j), bias[0]), _rounded(np.exp2(s_k), bias[0])
+        rho = _flush(_off((1.0 / _fma(a, b, 1.0).astype(np.float64)).astype(_F32), bias[1]))
+        return ((a * rho).astype(_F32) * (b * rho).astype(_F32)).astype(_F32) if slope else rho
+
+
 def sweep(stride: int) -> np.ndarray:
     """Every ``stride``-th float32 of magnitude up to SWEEP_LIMIT (subnormals included), both signs, and ±inf."""
     magnitudes = np.arange(0, np.float32(SWEEP_LIMIT).view(np.uint32) + 1, stride, dtype=np.uint32).view(_F32)
@@ -366,6 +444,30 @@ def sigmoid_accuracy(stride: int) -> list[dict[str, object]]:
                          "at_t": float(t[worst.argmax()]), "max_relative_error_rounded": rounded,
                          "max_absolute_error": absolute, "nan": nan,
                          "first_abs_t_above_1e-6": float(above.min()) if above.size else None})  # fmt: skip
+    return rows + separable_accuracy(t[np.isfinite(t)])
+
+
+def separable_accuracy(t: np.ndarray) -> list[dict[str, object]]:
+    """Largest error of σ and σ' of the separable form, by ``emulate_separable``, at the finite arguments ``t`` in
+    SEPARABLE_DRAWS random places of a row each (``separable_exponents``), against float64 σ(s_j − s_k): the worst
+    over both factors rounded to nearest or both in either direction, rcp.approx at ± its documented bound."""
+    rows = []
+    for function in ("sigmoid", "slope"):
+        worst, absolute, nan, rounded = np.zeros(t.shape), 0.0, False, 0.0
+        for draw, bias in itertools.product(range(SEPARABLE_DRAWS), ((0, 0), (-1, -1), (-1, 1), (1, -1), (1, 1))):
+            s_j, s_k = separable_exponents(t, draw)
+            truth = true_sigmoid(s_j - s_k, fast=False)[function == "slope"]
+            got = emulate_separable(s_j, s_k, function == "slope", bias).astype(np.float64)
+            normal = truth >= 2.0**-126
+            relative = np.where(normal, np.abs(got - truth) / np.where(normal, truth, 1), 0.0)
+            rounded = max(rounded, float(relative.max())) if bias == (0, 0) else rounded
+            worst, absolute = np.maximum(worst, relative), max(absolute, float(np.abs(got - truth).max()))
+            nan = nan or bool(np.isnan(got).any())
+        above = np.abs(t[worst > 1e-6])
+        rows.append({"form": "separable", "function": function, "max_relative_error": float(worst.max()),
+                     "at_t": float(t[worst.argmax()]), "max_relative_error_rounded": rounded,
+                     "max_absolute_error": absolute, "nan": nan,
+                     "first_abs_t_above_1e-6": float(above.min()) if above.size else None})  # fmt: skip
     return rows
 
 
@@ -377,13 +479,18 @@ def render(result: dict) -> str:
         f"{CLOCK_HZ / 1e9:.2f} GHz, {SMS} SMs; n = {WORKLOAD['n']}, p = q = {WORKLOAD['p']}, soft teacher ranks. "
         "× = multiple of docs/spec.md's floor at the same clock.",
         "",
-        "| prediction | SFU ms | issue ms | bound ms | floor ms | SFU × | issue × | bound × |",
-        "|---|---|---|---|---|---|---|---|",
+        "| prediction | SFU ms | issue ms | torch pass ms | bound ms | floor ms | SFU × | issue × | bound × |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["predictions"]:
         m = r["multiple"]
-        lines.append(f"| {r['name']} | {r['sfu_ms']:.1f} | {r['issue_ms']:.1f} | {r['predicted_ms']:.1f} | "
-                     f"{r['floor_ms']:.1f} | {m['sfu']:.2f} | {m['issue']:.2f} | **{m['bound']:.2f}** |")  # fmt: skip
+        lines.append(f"| {r['name']} | {r['sfu_ms']:.1f} | {r['issue_ms']:.1f} | {r['torch_pass_ms']:.1f} | "
+                     f"{r['predicted_ms']:.1f} | {r['floor_ms']:.1f} | {m['sfu']:.2f} | {m['issue']:.2f} | "
+                     f"**{m['bound']:.2f}** |")  # fmt: skip
+    shares = ", ".join(f"{share:.0%} at τ = {tau}" for tau, share in result["separable_rows"].items())
+    lines += ["", f"Rows in the separable form (float32 accurate; {hopper_binned.GRID_SAMPLE_ROWS} sampled rows of the "
+              f"workload, normalize=\"row_std\"): {shares}. The predictions assume all of them (\"wide_rows\": "
+              "none)."]  # fmt: skip
     lines += ["", "| variant | regs | spills (stack B) | shared B | blocks/SM (limit) | loop instr = SF + FP32 + "
               "FP64 + tensor + int + mem + ctrl | evals/iter | instr/eval | SF/eval | SFU × | issue × | other × | "
               "bound × |",
@@ -432,7 +539,8 @@ def model(command: str, stride: int) -> dict[str, object]:
         "nvdisasm": re.search(r"release [\d.]+, V[\d.]+", _run(_tool("nvdisasm"), "--version")).group(0),
         "machine": machine, "workload": WORKLOAD, "predictions": [predict(records, *p) for p in PREDICTIONS],
         "variants": list(records.values()), "sweep_stride": stride, "sweep_limit": SWEEP_LIMIT,
-        "sigmoid_accuracy": sigmoid_accuracy(stride), "binned": hopper_binned.model(records),
+        "sigmoid_accuracy": sigmoid_accuracy(stride), "separable_rows": separable_shares(),
+        "binned": hopper_binned.model(records),
     }  # fmt: skip
 
 

@@ -44,7 +44,8 @@ def test_the_variants_cover_both_kernels_each_dtype_and_each_kind():
     for dtype in ("float32", "float64"):
         assert {f"soft_rank_forward/{dtype}/accurate", f"soft_rank_backward/{dtype}/accurate"} <= names
         assert {f"dissimilarity_forward/{dtype}/{kind}" for kind in ("euclidean", "sqeuclidean", "cosine")} <= names
-    assert {"soft_rank_forward/float32/fast", "soft_rank_backward/float32/fast"} <= names
+    for form in ("fast", "separable"):
+        assert {f"soft_rank_forward/float32/{form}", f"soft_rank_backward/float32/{form}"} <= names
     for dtype in ("float32", "float64"):
         for where in ("affine", "offsets"):
             assert {f"grid_deposit/{dtype}/{where}/{s}" for s in ("ones", "weighted")} <= names

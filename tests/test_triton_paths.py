@@ -23,6 +23,8 @@ TRITON_PATHS = [path for path in usable_paths() if path.backend == "triton"]
 if not TRITON_PATHS:
     pytest.skip("the Triton paths need CUDA or the Triton interpreter (TRITON_INTERPRET=1)", allow_module_level=True)
 
+import triton  # noqa: E402
+
 from pc_kernels.kernels import launch  # noqa: E402  (imports triton)
 from pc_kernels.stages.triton_distances import TritonDissimilarity  # noqa: E402
 from pc_kernels.stages.triton_ranks import triton_ranks, triton_ranks_backward  # noqa: E402
@@ -92,6 +94,73 @@ def test_triton_rank_stage_with_several_tiles_per_row(small_rank_tiles) -> None:
     torch.testing.assert_close(
         triton_ranks_backward(d, factor, g, False), dense_ranks_backward(d, factor, g, 3), rtol=1e-12, atol=1e-14
     )
+
+
+def _mixed_rows() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """float32 rows of 13 candidates, their factors and ∂L/∂R, and which rows are within the separable form's
+    spread: c·log2(e)·(max − min) of 0.8, 11, 180, 240 (within 248), 255, 3e3 (beyond), a row of equal values
+    (within), a NaN, an infinity (beyond)."""
+    g = torch.Generator().manual_seed(91)
+    d = torch.rand(9, 13, generator=g, dtype=torch.float64).float()
+    d[:, 0], d[:, 1] = 0.0, 1.0  # every row spans [0, 1]
+    factor = torch.tensor([0.55, 7.6, 125.0, 166.0, 177.0, 2e3, 1.0, 1.0, 1.0]).float()
+    d[6] = 0.25
+    d[7, 5] = torch.nan
+    d[8, 3] = torch.inf
+    within = torch.tensor([True, True, True, True, False, False, True, False, False])
+    grad = torch.randn(9, 13, generator=g, dtype=torch.float64).float()
+    return d.to(DEVICE), factor.to(DEVICE), grad.to(DEVICE), within
+
+
+def test_separable_rows_are_those_within_the_spread() -> None:
+    from pc_kernels.kernels.separable import SPREAD_LIMIT, separable_rows
+
+    d, factor, _, within = _mixed_rows()
+    spread = factor.double() * 1.4426950408889634 * (d.double().amax(dim=1) - d.double().amin(dim=1))
+    assert torch.equal(within, (spread <= SPREAD_LIMIT).cpu())  # the rows chosen above straddle the limit
+    separable, a, b = separable_rows(d, factor)
+    assert separable.dtype == torch.int8 and torch.equal(separable.cpu().bool(), within)
+    # A_j·B_j = 1 up to the two roundings (each factor within half an ulp of its float64 value).
+    assert ((a * b).double() - 1).abs()[within.to(DEVICE)].max() <= 2 * 2.0**-24 * (1 + 1e-6)
+
+
+def test_float32_rows_of_both_forms_match_the_float64_stage() -> None:
+    """Rows within the separable form's spread and beyond it, in one launch: ranks and rank gradient within
+    float32 rounding of the float64 torch stage (measured: 7e-8 absolute, 2e-7 relative to the row's largest value);
+    a NaN gives NaN, an infinity what the per-pair form gives (spec: NaN in, NaN out, ±inf to their limits)."""
+    d, factor, grad, _ = _mixed_rows()
+    want = dense_ranks(d.double(), factor.double(), 9)
+    want_grad = dense_ranks_backward(d.double(), factor.double(), grad.double(), 9)
+    got, got_grad = triton_ranks(d, factor, False).double(), triton_ranks_backward(d, factor, grad, False).double()
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6, equal_nan=True)
+    scale = want_grad.abs().nan_to_num().amax(dim=1, keepdim=True).clamp_min(1e-30)
+    torch.testing.assert_close(got_grad / scale, want_grad / scale, rtol=0, atol=1e-6, equal_nan=True)
+    assert got[7].isnan().all() and got_grad[7].isnan().all()
+
+
+def test_separable_form_takes_only_its_rows_and_a_row_is_the_same_in_any_block() -> None:
+    """The separable launch alone writes exactly the rows within the spread; a block of rows gives bitwise the
+    same ranks and gradient for each row as the whole batch (the form is chosen per row, from the row alone)."""
+    from pc_kernels.kernels.separable import separable_rows
+    from pc_kernels.kernels.soft_rank import _soft_rank_fwd_kernel
+
+    d, factor, grad, within = _mixed_rows()
+    separable, a, b = separable_rows(d, factor)
+    ranks = torch.full_like(d, torch.nan)
+    block = launch.rank_launch(d, 13)
+    _soft_rank_fwd_kernel[(9, triton.cdiv(13, block.block_j))](
+        d, factor, separable, a, b, ranks, 13, FAST=False, SEPARABLE=True, BLOCK_J=block.block_j,
+        BLOCK_K=block.block_k, num_warps=block.num_warps,
+    )  # fmt: skip
+    assert torch.equal(ranks.isfinite().all(dim=1).cpu(), within) and ranks[~within.to(DEVICE)].isnan().all()
+    whole = (triton_ranks(d, factor, False), triton_ranks_backward(d, factor, grad, False))
+    for rows in (slice(2, 6), slice(4, 5)):
+        part = (
+            triton_ranks(d[rows], factor[rows], False),
+            triton_ranks_backward(d[rows], factor[rows], grad[rows], False),
+        )
+        for p, w in zip(part, whole, strict=True):
+            assert torch.equal(p.nan_to_num(), w[rows].nan_to_num())
 
 
 @pytest.mark.parametrize("kind", DISSIMILARITIES)

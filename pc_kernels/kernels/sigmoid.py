@@ -1,6 +1,6 @@
 """The logistic sigmoid σ(z) = 1 / (1 + e^(−z)) and its slope σ'(z) = σ(z) σ(−z), for the rank kernels.
 
-Both jit functions take their argument already scaled, t = z·SCALE, with the SCALE of the form they
+``sigmoid`` and ``sigmoid_slope`` take their argument already scaled, t = z·SCALE, with the SCALE of the form they
 evaluate: ``ACCURATE_SCALE`` = log2(e) or ``FAST_SCALE`` = ½. The rank kernels fold it into their per-row
 factor once per program, t = (c·SCALE)·(d_j − d_k), so no evaluation spends an instruction on it, and the
 sigmoid is exact for the t it is given up to its own instructions' error: t is the argument, rounded once,
@@ -48,11 +48,31 @@ no other t gives NaN, and σ stays in [0, 1], σ' in [0, ¼].
 Fast form (``FAST``, float32 on CUDA only): σ = ½ + ½·tanh(t), σ' = ¼·(1 − tanh²(t)) with one
 ``tanh.approx.f32``: absolute error up to 2^-12, no relative accuracy where σ or σ' is small.
 
+Separable form (float32, the rows of ``separable.py``): ``separable_sigmoid`` and ``separable_sigmoid_slope``
+take the float32 factors A = 2^(−s_j), B = 2^(s_k) of the row's exponents s = c'(d − m), so that
+A·B = 2^(−t), t = s_j − s_k, with ρ = 1/(1 + A·B) and x = A·B·ρ = σ(−z):
+
+    σ  = ρ = rcp(y),   y = A·B + 1 (one FMA)                      one FMA, one rcp.approx.ftz
+    σ' = (A·ρ)·(B·ρ)                                              three multiplies
+
+Every factor and product is a normal float32 on such a row, and a row holding a NaN or an infinity never takes
+this form (``separable.py``). The argument is not rounded:
+s_j and s_k are float64 (within 2^-46 of c'(d − m)), so t is c'(d_j − d_k) to about 1e-14 and the error is
+the evaluation's own. To first order, in units of u, with ε_A, ε_B <= u (each factor rounded once from float64;
+the emulation also takes both rounded the same way to the next float32, up to 2u), δ_y <= u the FMA's
+rounding, δ_r <= 3u the reciprocal's and u for each product:
+
+    σ:   ε_ρ = −x·(ε_A + ε_B) − δ_y + δ_r                           <= 2u·x + u + 3u = 6u      (8u)
+    σ':  ε_A + ε_B + 2ε_ρ + 3u = (ε_A + ε_B)(1 − 2x) − 2δ_y + 2δ_r + 3u <= 2u + 2u + 6u + 3u = 13u   (15u)
+
+that is 3.6e-7 (σ) and 7.7e-7 (σ'), 4.8e-7 and 8.9e-7 with factors up to 2u off: below 1e-6. ``emulate_separable``
+in benchmarks/hopper_model.py measures it over the sweep of t, each t at random places in a row.
+
 ``python -m benchmarks hopper`` (benchmarks/hopper_model.py) counts the compiled instructions and
-measures both float32 forms' error by a numpy emulation of these instruction sequences at NVIDIA's
+measures each float32 form's error by a numpy emulation of these instruction sequences at NVIDIA's
 documented error bounds; docs/hopper_model.md gives the figures. Under the Triton interpreter (CPU
-tensors) the exponential is numpy's exp2 and the reciprocal group one correctly rounded 1/(1 + E) per
-element; the rest of the sequence is the same.
+tensors) the exponential is numpy's exp2, the reciprocal group one correctly rounded 1/(1 + E) per
+element and the separable form's reciprocal a correctly rounded 1/y; the rest of each sequence is the same.
 """
 
 from __future__ import annotations
@@ -105,6 +125,27 @@ def _reciprocal_of_one_plus(e):
         return tl.inline_asm_elementwise(
             _GROUPED_RCP, "=f,=f,=f,=f,f,f,f,f", [e], dtype=tl.float32, is_pure=True, pack=4
         )
+
+
+@triton.jit
+def _reciprocal(y):
+    """1/y, ``rcp.approx.ftz`` (correctly rounded under the interpreter)."""
+    if _INTERPRETING:
+        return 1.0 / y
+    return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=f,f", [y], dtype=tl.float32, is_pure=True, pack=1)
+
+
+@triton.jit
+def separable_sigmoid(a, b):
+    """σ(z) = 1/(1 + A·B), elementwise, of float32 factors A = 2^(−s_j), B = 2^(s_k), z = (s_j − s_k)/log2(e)."""
+    return _reciprocal(tl.fma(a, b, 1.0))
+
+
+@triton.jit
+def separable_sigmoid_slope(a, b):
+    """σ'(z) = A·B/(1 + A·B)² = (A·ρ)(B·ρ), ρ = 1/(1 + A·B), elementwise, of the factors of ``separable_sigmoid``."""
+    rho = _reciprocal(tl.fma(a, b, 1.0))
+    return (a * rho) * (b * rho)
 
 
 @triton.jit

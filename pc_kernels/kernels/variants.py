@@ -35,17 +35,19 @@ def _rank_variants(dtype: str) -> list[KernelVariant]:
     block_j, block_k = launch.RANK_BLOCKS[getattr(torch, dtype)]
     blocks = {"BLOCK_J": block_j, "BLOCK_K": block_k}
     options = {"num_warps": launch.RANK_WARPS}
+    rows = {"d_ptr": pointer, "factor_ptr": pointer, "separable_ptr": "*i8", "a_ptr": pointer, "b_ptr": pointer}
+    forward = {**rows, "ranks_ptr": pointer, "w": "i32"}
+    backward = {**rows, "grad_ranks_ptr": pointer, "out_ptr": pointer, "w": "i32"}
+    # The forms (soft_rank.py): per pair; float32 also the fast sigmoid and the separable exponential.
+    forms = {"accurate": (False, False), "fast": (True, False), "separable": (False, True)}
     out = []
-    for fast in (False, True) if dtype == "float32" else (False,):
-        flavour = "fast" if fast else "accurate"
-        forward = {"d_ptr": pointer, "factor_ptr": pointer, "ranks_ptr": pointer, "w": "i32"}
-        backward = {"d_ptr": pointer, "factor_ptr": pointer, "grad_ranks_ptr": pointer, "out_ptr": pointer, "w": "i32"}
+    for form, (fast, separable) in forms.items() if dtype == "float32" else [("accurate", (False, False))]:
         for name, kernel, signature in (
             ("soft_rank_forward", _soft_rank_fwd_kernel, forward),
             ("soft_rank_backward", _soft_rank_bwd_kernel, backward),
         ):
-            constexprs: dict[str, object] = {"FAST": fast, **blocks}
-            out.append(KernelVariant(f"{name}/{dtype}/{flavour}", kernel, signature, constexprs, options))
+            constexprs: dict[str, object] = {"FAST": fast, "SEPARABLE": separable, **blocks}
+            out.append(KernelVariant(f"{name}/{dtype}/{form}", kernel, signature, constexprs, options))
     return out
 
 
