@@ -124,6 +124,14 @@ def test_separable_rows_are_those_within_the_spread() -> None:
     assert ((a * b).double() - 1).abs()[within.to(DEVICE)].max() <= 2 * 2.0**-24 * (1 + 1e-6)
 
 
+# A row holding ±inf meets inf − inf in the interpreter's numpy arithmetic, which warns; on the GPU it is the
+# silent NaN that sends the row to the per-pair form.
+INFINITE_ROWS = pytest.mark.filterwarnings(
+    "ignore:invalid value encountered in subtract:RuntimeWarning:triton.runtime.interpreter"
+)
+
+
+@INFINITE_ROWS
 def test_float32_rows_of_both_forms_match_the_float64_stage() -> None:
     """Rows within the separable form's spread and beyond it, in one launch: ranks and rank gradient within
     float32 rounding of the float64 torch stage (measured: 7e-8 absolute, 2e-7 relative to the row's largest value);
@@ -138,6 +146,7 @@ def test_float32_rows_of_both_forms_match_the_float64_stage() -> None:
     assert got[7].isnan().all() and got_grad[7].isnan().all()
 
 
+@INFINITE_ROWS
 def test_separable_form_takes_only_its_rows_and_a_row_is_the_same_in_any_block() -> None:
     """The separable launch alone writes exactly the rows within the spread; a block of rows gives bitwise the
     same ranks and gradient for each row as the whole batch (the form is chosen per row, from the row alone)."""
