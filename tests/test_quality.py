@@ -128,6 +128,11 @@ def _stand_in_teacher(sentences, cache_dir, progress):
     return embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True), cache_dir / "stand-in.npy", False
 
 
+def _written_to(output, cache_dir):
+    """The arguments that write a run's report to ``output`` with the stand-in teacher's cache in ``cache_dir``."""
+    return ["--output", str(output), "--cache-dir", str(cache_dir)]
+
+
 SMALL = ["--corpus", "python-docs", "--sentences", "400", "--validation", "60", "--test", "80", "--no-progress"]
 
 
@@ -160,16 +165,7 @@ def test_fixed_method_rates_replace_the_search(monkeypatch, tmp_path):
     monkeypatch.setattr(experiment, "teacher_embeddings", _stand_in_teacher)
     output = tmp_path / "report"
     argv = [*SMALL, "--methods", "pc,pkt", "--widths", "4", "--seeds", "2", "--epochs", "1", "--batch-size", "32"]
-    argv += [
-        "--lr-grid",
-        "0.001,0.03",
-        "--method-lr",
-        "pkt=0.02",
-        "--output",
-        str(output),
-        "--cache-dir",
-        str(tmp_path),
-    ]
+    argv += ["--lr-grid", "0.001,0.03", "--method-lr", "pkt=0.02", *_written_to(output, tmp_path)]
     assert main(argv) == 0
     report = json.loads((output / "report.json").read_text())
     assert report["config"]["method_lr"] == {"pkt": 0.02}
@@ -187,20 +183,8 @@ def test_batch_study_runs_each_regime(monkeypatch, tmp_path):
     monkeypatch.setattr(experiment, "teacher_embeddings", _stand_in_teacher)
     output = tmp_path / "study"
     argv = ["batch-study", *SMALL, "--methods", "pc,pkt", "--widths", "4", "--batch-sizes", "16,64"]
-    argv += [
-        "--epochs",
-        "2",
-        "--steps",
-        "3",
-        "--seconds",
-        "0.05",
-        "--method-lr",
-        "pkt=0.01",
-        "--output",
-        str(output),
-        "--cache-dir",
-        str(tmp_path),
-    ]
+    argv += ["--epochs", "2", "--steps", "3", "--seconds", "0.05", "--method-lr", "pkt=0.01"]
+    argv += _written_to(output, tmp_path)
     assert main(argv) == 0
     report = json.loads((output / "report.json").read_text())
     by_regime = {(r["regime"], r["batch_size"]): r for r in report["records"] if r["method"] == "pc"}
