@@ -92,6 +92,24 @@ def methods(text: str) -> tuple[str, ...]:
     return names
 
 
+def method_rates(text: str) -> dict[str, float]:
+    """An argparse type: ``method=lr,...``, distinct names among ``METHODS`` each with a finite number > 0."""
+    rates: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, value = (piece.strip() for piece in item.partition("="))
+        try:
+            rate = positive_float(value)
+        except argparse.ArgumentTypeError:
+            rate = math.nan
+        if name not in METHODS or name in rates or not rate > 0:
+            raise argparse.ArgumentTypeError(
+                f"must be distinct comma-separated method=lr items, methods among {','.join(METHODS)} and "
+                f"rates finite numbers > 0; got {text!r}"
+            )
+        rates[name] = rate
+    return rates
+
+
 def device(text: str) -> str:
     """An argparse type: a device usable here ("cpu", "cuda", "cuda:<index>")."""
     try:

@@ -56,6 +56,17 @@ def test_malformed_pc_options_are_refused(text):
         parse_pc_options(text)
 
 
+def test_method_rates_are_read_per_method():
+    assert cli.method_rates(" pc = 0.1,pkt=1e-2 ") == {"pc": 0.1, "pkt": 0.01}
+    assert cli.method_rates("") == {}
+
+
+@pytest.mark.parametrize("text", ["pc", "pc=", "pc=0", "pc=-1", "pc=nan", "pc=inf", "foo=0.1", "pc=0.1,pc=0.2"])
+def test_malformed_method_rates_are_refused(text):
+    with pytest.raises(argparse.ArgumentTypeError, match=r"method=lr items, methods among pc,.*got"):
+        cli.method_rates(text)
+
+
 def test_pc_options_reach_the_loss():
     objective = make_objective("pc", 2, 3, {"tau": 0.3, "dissimilarity": "cosine"})
     assert isinstance(objective, PerceptionCoherenceLoss)

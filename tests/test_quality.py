@@ -15,6 +15,7 @@ import torch
 from distill.metrics import TeacherReference, ndcg_at_k, neighbour_recall, spearman_coherence
 from distill.quality import corpus, experiment, teacher
 from distill.quality.__main__ import main
+from distill.quality.config import QualityConfig
 from distill.quality.corpus import MissingExtraError, fortune_files, load_corpus, sentences_of
 from distill.quality.student import BagStudent, HashedBags, embed_all, hashed_ngrams
 
@@ -127,6 +128,11 @@ def _stand_in_teacher(sentences, cache_dir, progress):
     return embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True), cache_dir / "stand-in.npy", False
 
 
+def _written_to(output, cache_dir):
+    """The arguments that write a run's report to ``output`` with the stand-in teacher's cache in ``cache_dir``."""
+    return ["--output", str(output), "--cache-dir", str(cache_dir)]
+
+
 SMALL = ["--corpus", "python-docs", "--sentences", "400", "--validation", "60", "--test", "80", "--no-progress"]
 
 
@@ -155,31 +161,43 @@ def test_benchmark_chooses_rates_on_validation_and_writes_the_report(monkeypatch
     assert "R@10" in capsys.readouterr().out
 
 
+def test_fixed_method_rates_replace_the_search(monkeypatch, tmp_path):
+    monkeypatch.setattr(experiment, "teacher_embeddings", _stand_in_teacher)
+    output = tmp_path / "report"
+    argv = [*SMALL, "--methods", "pc,pkt", "--widths", "4", "--seeds", "2", "--epochs", "1", "--batch-size", "32"]
+    argv += ["--lr-grid", "0.001,0.03", "--method-lr", "pkt=0.02", *_written_to(output, tmp_path)]
+    assert main(argv) == 0
+    report = json.loads((output / "report.json").read_text())
+    assert report["config"]["method_lr"] == {"pkt": 0.02}
+    assert report["selected_lr"]["pkt"]["4"] == 0.02 and report["selected_lr"]["pc"]["4"] in (0.001, 0.03)
+    assert set(report["lr_search"]["pkt"]["4"]) == {"0.02"} and set(report["lr_search"]["pc"]["4"]) == {"0.001", "0.03"}
+    trained = [(r["seed"], r["lr"]) for r in report["records"] if r["method"] == "pkt" and r["split"] == "test"]
+    assert sorted(set(trained)) == [(0, 0.02), (1, 0.02)]
+    markdown = (output / "report.md").read_text()
+    assert "for pc and every width the best of 0.001, 0.03" in markdown
+    assert "fixed, with no search, at every width: pkt 0.02" in markdown
+    assert "| 4 | pkt | — | **" in markdown  # no rate 0.001 for pkt; its one rate, 0.02, chosen
+
+
 def test_batch_study_runs_each_regime(monkeypatch, tmp_path):
     monkeypatch.setattr(experiment, "teacher_embeddings", _stand_in_teacher)
     output = tmp_path / "study"
-    argv = ["batch-study", *SMALL, "--methods", "pc", "--widths", "4", "--batch-sizes", "16,64"]
-    argv += [
-        "--epochs",
-        "2",
-        "--steps",
-        "3",
-        "--seconds",
-        "0.05",
-        "--output",
-        str(output),
-        "--cache-dir",
-        str(tmp_path),
-    ]
+    argv = ["batch-study", *SMALL, "--methods", "pc,pkt", "--widths", "4", "--batch-sizes", "16,64"]
+    argv += ["--epochs", "2", "--steps", "3", "--seconds", "0.05", "--method-lr", "pkt=0.01"]
+    argv += _written_to(output, tmp_path)
     assert main(argv) == 0
     report = json.loads((output / "report.json").read_text())
-    by_regime = {(r["regime"], r["batch_size"]): r for r in report["records"]}
+    by_regime = {(r["regime"], r["batch_size"]): r for r in report["records"] if r["method"] == "pc"}
+    pkt_lr = {r["batch_size"]: r["lr"] for r in report["records"] if r["method"] == "pkt"}
+    assert pkt_lr == {16: pytest.approx(0.01 * (16 / 256) ** 0.5), 64: pytest.approx(0.01 * (64 / 256) ** 0.5)}
     assert by_regime[("equal epochs", 16)]["steps"] == 2 * (260 // 16)
     assert by_regime[("equal epochs", 64)]["steps"] == 2 * (260 // 64)
     assert by_regime[("equal steps", 16)]["steps"] == by_regime[("equal steps", 64)]["steps"] == 3
     assert by_regime[("equal wall-clock", 64)]["seconds"] >= 0.05
     assert by_regime[("equal steps", 64)]["lr"] == pytest.approx(3e-3 * (64 / 256) ** 0.5)
-    assert "## Equal wall-clock: 0.05 s of step time" in (output / "report.md").read_text()
+    markdown = (output / "report.md").read_text()
+    assert "## Equal wall-clock: 0.05 s of step time" in markdown
+    assert "Learning rate at batch 256: pc 0.003, pkt 0.01; scaled by the 'sqrt' rule" in markdown
 
 
 def test_batch_larger_than_the_training_split_is_refused(monkeypatch, tmp_path, capsys):
@@ -187,3 +205,9 @@ def test_batch_larger_than_the_training_split_is_refused(monkeypatch, tmp_path, 
     with pytest.raises(SystemExit):
         main([*SMALL, "--batch-size", "300", "--cache-dir", str(tmp_path), "--output", str(tmp_path / "o")])
     assert "batch_size must be <= the 260 training sentences; got 300" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method_lr", [{"pc": 0.1}, {"pkt": 0.0}, {"pkt": -1.0}])
+def test_fixed_rates_must_be_of_methods_of_the_run(method_lr):
+    with pytest.raises(ValueError, match=r"method_lr must map methods of the run \(pkt\) to numbers > 0; got"):
+        QualityConfig(methods=("pkt",), method_lr=method_lr).validated()

@@ -42,6 +42,14 @@ def _shared_arguments(parser: argparse.ArgumentParser, defaults: QualityConfig) 
     )
     parser.add_argument("--seeds", type=cli.int_at_least(1), default=defaults.seeds, help="seeds per student")
     parser.add_argument("--seed", type=cli.int_at_least(0), default=defaults.seed, help="base seed")
+    parser.add_argument(
+        "--method-lr",
+        type=cli.method_rates,
+        default=None,
+        help="fixed learning rates of some methods, as method=lr items separated by commas, e.g. "
+        "'pc=0.1,pkt=0.01': the benchmark trains such a method at its rate instead of searching the grid; the "
+        "batch-size study takes it as the method's rate at batch 256 instead of --lr (not given: none)",
+    )
     cli.add_pc_options(parser, ",".join(f"{k}={v}" for k, v in defaults.pc_options.items()))
     parser.add_argument("--device", type=cli.device, default=defaults.device, help="torch device of the students")
     parser.add_argument(
@@ -118,6 +126,7 @@ def _base_config(args: argparse.Namespace, **extra: object) -> QualityConfig:
         widths=args.widths,
         seeds=args.seeds,
         seed=args.seed,
+        method_lr=args.method_lr or {},
         pc_options=args.pc_options,
         device=args.device,
         threads=args.threads or None,

@@ -38,7 +38,8 @@ class BatchStudyConfig:
 
     Attributes:
         batch_sizes: the batch sizes compared.
-        lr: the learning rate at batch 256; other batches scale it by ``lr_rule``.
+        lr: the learning rate at batch 256 of the methods without one in ``base.method_lr``; other batches
+            scale a method's rate by ``lr_rule``.
         lr_rule: "constant", "sqrt" or "linear" (see the module doc).
         epochs: the budget of the equal-epochs regime.
         steps: the budget of the equal-steps regime.
@@ -53,9 +54,10 @@ class BatchStudyConfig:
     steps: int = 30
     seconds: float = 60.0
 
-    def learning_rate(self, batch_size: int) -> float:
-        """The learning rate of ``batch_size`` under ``lr_rule``."""
-        return self.lr * (batch_size / REFERENCE_BATCH) ** LR_RULES[self.lr_rule]
+    def learning_rate(self, method: str, batch_size: int) -> float:
+        """The learning rate of ``method`` at ``batch_size``: its rate at batch 256 (``base.method_lr``, else
+        ``lr``) scaled by ``lr_rule``."""
+        return self.base.method_lr.get(method, self.lr) * (batch_size / REFERENCE_BATCH) ** LR_RULES[self.lr_rule]
 
     def budgets(self) -> dict[str, Budget]:
         """Regime name → its budget."""
@@ -138,7 +140,7 @@ def run_batch_study(config: BatchStudyConfig, command: str) -> StudyResult:
         for (regime, budget), width, method, batch_size, seed in itertools.product(
             config.budgets().items(), base.widths, base.methods, config.batch_sizes, seeds
         ):
-            lr = config.learning_rate(batch_size)
+            lr = config.learning_rate(method, batch_size)
             model, run = train_student(
                 method,
                 data,

@@ -37,6 +37,9 @@ class QualityConfig:
         batch_size: sentences per step.
         lr_grid: learning rates tried for every method and width; the one with the best validation
             ``select_by`` is used for every seed.
+        method_lr: method → a fixed learning rate, used instead of the ``lr_grid`` search for that method
+            at every width (its validation measures are still reported); the keys are methods of the run
+            (default: none).
         select_by: the measure (one of ``MEASURES``) that chooses the learning rate.
         pc_options: keyword arguments of ``PerceptionCoherenceLoss`` for "pc".
         device: torch device of the students.
@@ -59,6 +62,7 @@ class QualityConfig:
     batch_size: int = 256
     # Reaches 0.1, where perception coherence and InfoNCE train best; the baselines' best lie inside it.
     lr_grid: tuple[float, ...] = (1e-2, 3e-2, 1e-1)
+    method_lr: dict[str, float] = field(default_factory=dict)
     select_by: str = "recall_at_10"
     pc_options: dict[str, object] = field(default_factory=lambda: dict(DEFAULT_PC_OPTIONS))
     device: str = "cpu"
@@ -66,6 +70,10 @@ class QualityConfig:
     cache_dir: str | None = None
     output: str = "quality_output"
     progress: bool = True
+
+    def lr_candidates(self, method: str) -> tuple[float, ...]:
+        """The learning rates tried for ``method``: its ``method_lr`` alone, else ``lr_grid``."""
+        return (self.method_lr[method],) if method in self.method_lr else self.lr_grid
 
     def validated(self) -> QualityConfig:
         """Return a checked copy; raise ``ValueError`` naming the setting on a bad value."""
@@ -85,6 +93,11 @@ class QualityConfig:
             raise ValueError(f"batch_size must be an int >= 3; got {self.batch_size!r}")
         if not self.lr_grid or not all(isinstance(lr, numbers.Real) and lr > 0 for lr in self.lr_grid):
             raise ValueError(f"lr_grid must be numbers > 0; got {list(self.lr_grid)!r}")
+        if not all(m in self.methods and isinstance(lr, numbers.Real) and lr > 0 for m, lr in self.method_lr.items()):
+            raise ValueError(
+                f"method_lr must map methods of the run ({', '.join(self.methods)}) to numbers > 0; "
+                f"got {dict(self.method_lr)!r}"
+            )
         if self.select_by not in MEASURES:
             raise ValueError(f"select_by must be one of {', '.join(MEASURES)}; got {self.select_by!r}")
         device = check_device(self.device)
@@ -94,6 +107,7 @@ class QualityConfig:
             methods=tuple(self.methods),
             widths=tuple(self.widths),
             lr_grid=tuple(float(lr) for lr in self.lr_grid),
+            method_lr={m: float(lr) for m, lr in self.method_lr.items()},
             pc_options=dict(self.pc_options),
             device=str(device),
         )

@@ -198,7 +198,8 @@ def run_benchmark(config: QualityConfig, command: str) -> QualityResult:
     then train ``config.seeds`` seeds at that rate and measure them on the test split.
 
     The run at the base seed and the chosen rate is the one trained during the search (runs are
-    deterministic for a seed), so ``len(lr_grid) + seeds − 1`` students are trained per method and width.
+    deterministic for a seed), so ``len(lr_grid) + seeds − 1`` students are trained per method and width
+    (``seeds`` for a method of ``config.method_lr``, whose one rate is the whole search).
     """
     started = time.perf_counter()
     config = config.validated()
@@ -217,7 +218,7 @@ def run_benchmark(config: QualityConfig, command: str) -> QualityResult:
         selected: dict[str, dict[int, float]] = {}
         seeds = range(config.seed, config.seed + config.seeds)
         jobs = tqdm(
-            total=len(config.widths) * len(config.methods) * (len(config.lr_grid) + config.seeds - 1),
+            total=len(config.widths) * sum(len(config.lr_candidates(m)) + config.seeds - 1 for m in config.methods),
             desc="students",
             unit="student",
             disable=not config.progress,
@@ -253,11 +254,12 @@ def run_benchmark(config: QualityConfig, command: str) -> QualityResult:
                     progress=config.progress,
                 )
                 search: dict[float, dict[str, Record]] = {}
-                for lr in config.lr_grid:
+                candidates = config.lr_candidates(method)
+                for lr in candidates:
                     model, run = student(seed=config.seed, lr=lr)
                     search[lr] = evaluate(model, method, width, config.seed, lr, LR_SEARCH, run)
                     jobs.update()
-                best = max(config.lr_grid, key=lambda lr: search[lr]["validation"].metrics[config.select_by])
+                best = max(candidates, key=lambda lr: search[lr]["validation"].metrics[config.select_by])
                 selected.setdefault(method, {})[width] = best
                 records.extend(Record(**{**asdict(r), "phase": SELECTED}) for r in search[best].values())
                 for seed in seeds[1:]:

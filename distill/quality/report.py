@@ -10,8 +10,8 @@ from ..comparison import VERDICT_RULE, comparison, comparison_rows
 from ..objectives import describe_pc_options
 from ..provenance import describe, write_report_files
 from ..tables import aligned, cell, markdown_table, stats
-from .batch_study import LR_RULES, REGIMES, StudyRecord, StudyResult
-from .config import MEASURES
+from .batch_study import LR_RULES, REFERENCE_BATCH, REGIMES, BatchStudyConfig, StudyRecord, StudyResult
+from .config import MEASURES, QualityConfig
 from .experiment import UNTRAINED, QualityResult
 from .student import BAG_DIM, BUCKETS, HIDDEN
 
@@ -41,17 +41,37 @@ def results_rows(result: QualityResult, width: int) -> list[list[str]]:
 
 
 def _search_rows(result: QualityResult) -> list[list[str]]:
-    search = result.lr_search()
-    grid = result.config.lr_grid
-    rows = [["width", "method", *(f"lr {lr:g}" for lr in grid)]]
-    for width in result.config.widths:
-        for method in result.config.methods:
-            values = search[method][width]
-            best = result.selected_lr[method][width]
-            rows.append(
-                [str(width), method, *(f"**{values[lr]:.3f}**" if lr == best else f"{values[lr]:.3f}" for lr in grid)]
+    """Header row, then per width and method the validation measure at every rate tried (``—`` for a rate
+    not tried: a method with a fixed rate tries only that one), the chosen one in bold."""
+    search, config = result.lr_search(), result.config
+    rates = sorted({lr for method in config.methods for lr in config.lr_candidates(method)})
+    rows = [["width", "method", *(f"lr {lr:g}" for lr in rates)]]
+    for width in config.widths:
+        for method in config.methods:
+            values, best = search[method][width], result.selected_lr[method][width]
+            cells = (
+                "—" if lr not in values else f"**{values[lr]:.3f}**" if lr == best else f"{values[lr]:.3f}"
+                for lr in rates
             )
+            rows.append([str(width), method, *cells])
     return rows
+
+
+def _lr_choice(config: QualityConfig) -> str:
+    """How the learning rates were chosen, in words."""
+    searched = [m for m in config.methods if m not in config.method_lr]
+    parts = []
+    if searched:
+        grid = ", ".join(f"{lr:g}" for lr in config.lr_grid)
+        methods = "every method" if len(searched) == len(config.methods) else ", ".join(searched)
+        parts.append(
+            f"for {methods} and every width the best of {grid} by validation {HEADERS[config.select_by]} "
+            f"at seed {config.seed}"
+        )
+    if config.method_lr:
+        fixed = ", ".join(f"{m} {lr:g}" for m, lr in config.method_lr.items())
+        parts.append(f"fixed, with no search, at every width: {fixed}")
+    return "; ".join(parts)
 
 
 def terminal_table(result: QualityResult) -> str:
@@ -78,8 +98,7 @@ def markdown_report(result: QualityResult) -> str:
         f"- Student: hashed word unigrams and bigrams → EmbeddingBag({BUCKETS}, {BAG_DIM}, mean) → "
         f"Linear({BAG_DIM}, {HIDDEN}) → ReLU → Linear({HIDDEN}, d); SparseAdam for the table, Adam for the rest; "
         f"batch {config.batch_size}, {config.epochs} epochs, {seeds}.",
-        f"- Learning rate: for every method and width the best of {', '.join(f'{lr:g}' for lr in config.lr_grid)} "
-        f"by validation {HEADERS[config.select_by]} at seed {config.seed}.",
+        f"- Learning rate: {_lr_choice(config)}.",
         f"- Perception coherence options: {describe_pc_options(config.pc_options)}.",
         "- Measures, on the test sentences against the teacher's cosine neighbours among them: R@k, the fraction "
         "of the teacher's k nearest neighbours among the student's k nearest; nDCG@10 with the teacher's top 10 "
@@ -139,6 +158,11 @@ def study_rows(result: StudyResult, regime: str) -> list[list[str]]:
     return rows
 
 
+def _study_rates(config: BatchStudyConfig) -> str:
+    """Each method's learning rate at batch 256, in words."""
+    return ", ".join(f"{m} {config.learning_rate(m, REFERENCE_BATCH):g}" for m in config.base.methods)
+
+
 def study_markdown(result: StudyResult) -> str:
     """The batch-size study's Markdown report."""
     config, base, data = result.config, result.config.base, result.data
@@ -157,7 +181,7 @@ def study_markdown(result: StudyResult) -> str:
         f"- Corpus `{data['corpus']}`: {data['train']} train / {data['test']} test sentences; the benchmark's "
         f"student and measures; {base.seeds} seed(s) from {base.seed}; perception coherence options: "
         f"{describe_pc_options(base.pc_options)}.",
-        f"- Learning rate: {config.lr:g} at batch 256, scaled by the {config.lr_rule!r} rule "
+        f"- Learning rate at batch 256: {_study_rates(config)}; scaled by the {config.lr_rule!r} rule "
         f"(lr × (B / 256) ** {LR_RULES[config.lr_rule]:g}).",
         "- Wall-clock budgets count step time only and depend on the machine and its load (see the line above).",
         "",
