@@ -80,7 +80,7 @@ class _Op:
     def __init__(self, name: str, schema: str, kernel: Callable[..., Any]) -> None:
         self.qualname = f"pc_kernels::{name}"
         torch.library.define(self.qualname, schema, lib=_LIBRARY)
-        torch.library.impl(self.qualname, "CompositeExplicitAutograd", kernel, lib=_LIBRARY)
+        torch.library.impl(self.qualname, "CompositeExplicitAutograd", _untracked(kernel), lib=_LIBRARY)
         self._overload = getattr(torch.ops.pc_kernels, name).default
 
     def __call__(self, *args: Any) -> Any:
@@ -95,6 +95,20 @@ class _Op:
 
 
 _LIBRARY = torch.library.Library("pc_kernels", "FRAGMENT")
+
+
+def _untracked(kernel: Callable[..., Any]) -> Callable[..., Any]:
+    """``kernel`` run without autograd recording. An operator's autograd is its registered formula (or none,
+    for the backwards): a backward called with ``create_graph=True`` gets inputs that require grad, and its
+    operations must not be differentiated (nor refuse, as ``out=`` products do); double backward goes
+    through ``_first_order_only``'s clear error instead."""
+
+    @functools.wraps(kernel)
+    def run(*args: Any) -> Any:
+        with torch.no_grad():
+            return kernel(*args)
+
+    return run
 
 
 def _op(name: str, schema: str) -> Callable[[Callable[..., Any]], _Op]:
